@@ -1,0 +1,145 @@
+//! The op set a device must supply to run Idefics3. The model in `model/` is written once over this
+//! trait; a backend owns device memory (activations and weights) and implements each op. Ops are
+//! coarse (attention is one op) so that a device can map them onto fused operators.
+//!
+//! Activations are row-major matrices `[rows, cols]`. In [`ActDtype::Bf16`] mode every op rounds its
+//! output to bfloat16 at the points where transformers running in bfloat16 rounds (spec section 10),
+//! while computing and accumulating in f32 inside.
+
+pub mod cpu;
+
+use crate::error::Result;
+use crate::weights::TensorRef;
+
+/// Precision of activations between ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActDtype {
+    /// f32 everywhere (the exact reference mode).
+    F32,
+    /// bfloat16 between ops, f32 inside them; weights in other dtypes are rounded to bfloat16 as
+    /// `model.to(torch.bfloat16)` would.
+    Bf16,
+}
+
+impl std::str::FromStr for ActDtype {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" | "float32" => Ok(ActDtype::F32),
+            "bf16" | "bfloat16" => Ok(ActDtype::Bf16),
+            other => Err(format!("unknown dtype {other:?}; expected f32 or bf16")),
+        }
+    }
+}
+
+/// Which keys each query may attend to.
+#[derive(Debug, Clone, Copy)]
+pub enum AttentionMask<'a> {
+    /// Rows form independent sequences of `seq_len` rows each (vision tiles); every query sees every
+    /// key of its own sequence whose `key_valid` entry is true (all keys when `None`).
+    Bidirectional {
+        /// Rows per sequence.
+        seq_len: usize,
+        /// Per-row validity of keys, over all rows.
+        key_valid: Option<&'a [bool]>,
+    },
+    /// One sequence; query row i sits at absolute position `offset + i` and sees keys `0..=offset + i`.
+    Causal {
+        /// Number of keys before the first query (the KV cache length before this call).
+        offset: usize,
+    },
+}
+
+/// Shape of an attention call: q is `[rows, heads·head_dim]`, k and v `[keys, kv_heads·head_dim]`.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionParams<'a> {
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads; query head h reads kv head `h / (heads / kv_heads)`.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Multiplier of the scores (`head_dim^-0.5`).
+    pub scale: f32,
+    /// Visibility rule.
+    pub mask: AttentionMask<'a>,
+}
+
+/// A compute device for the model.
+pub trait Backend: Send + Sync {
+    /// An activation matrix in device memory.
+    type Tensor: Send + Sync;
+    /// A parameter tensor resident on the device.
+    type Weight: Send + Sync;
+
+    /// A short name for logs and benchmarks.
+    fn name(&self) -> &'static str;
+    /// Precision of activations.
+    fn act_dtype(&self) -> ActDtype;
+
+    /// Makes a checkpoint tensor available to the kernels, viewed as a matrix of `rows` × (numel/rows).
+    fn load_weight(&self, tensor: &TensorRef, rows: usize) -> Result<Self::Weight>;
+
+    /// Copies host data in (rounded to the activation dtype).
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Self::Tensor;
+    /// Copies a tensor out to the host.
+    fn download(&self, t: &Self::Tensor) -> Vec<f32>;
+    /// `(rows, cols)` of a tensor.
+    fn dims(&self, t: &Self::Tensor) -> (usize, usize);
+    /// An empty tensor of `cols` columns with room for `capacity` rows (a KV cache).
+    fn empty(&self, cols: usize, capacity: usize) -> Self::Tensor;
+    /// Appends the rows of `src` to `dst`.
+    fn append_rows(&self, dst: &mut Self::Tensor, src: &Self::Tensor);
+    /// Drops every row from index `rows` on.
+    fn truncate_rows(&self, t: &mut Self::Tensor, rows: usize);
+
+    /// Rows `ids` of an embedding table.
+    fn embedding(&self, table: &Self::Weight, ids: &[u32]) -> Self::Tensor;
+    /// `x·Wᵀ (+ b)`, accumulated in f32, rounded once.
+    fn matmul(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Weight,
+        bias: Option<&Self::Weight>,
+    ) -> Self::Tensor;
+    /// LayerNorm over each row, affine.
+    fn layer_norm(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Weight,
+        b: &Self::Weight,
+        eps: f32,
+    ) -> Self::Tensor;
+    /// RMSNorm over each row: `w ⊙ round(x·rsqrt(mean(x²)+eps))`.
+    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Weight, eps: f32) -> Self::Tensor;
+    /// `x += y`.
+    fn add_assign(&self, x: &mut Self::Tensor, y: &Self::Tensor);
+    /// GELU, tanh approximation, in place.
+    fn gelu_tanh(&self, x: &mut Self::Tensor);
+    /// `silu(gate) ⊙ up`.
+    fn silu_mul(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Self::Tensor;
+    /// Rotary embedding (half-split convention) of every head of `x`, row i at `positions[i]`.
+    fn rope(&self, x: &mut Self::Tensor, head_dim: usize, positions: &[u32], inv_freq: &[f32]);
+    /// Scaled dot-product attention with f32 softmax.
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        p: &AttentionParams,
+    ) -> Self::Tensor;
+    /// Cuts tiles `[T, C·S·S]` into patches `[T·(S/p)², C·p·p]` (row-major patches, (c, u, v) inside).
+    fn patchify(
+        &self,
+        pixels: &Self::Tensor,
+        channels: usize,
+        size: usize,
+        patch: usize,
+    ) -> Self::Tensor;
+    /// Pixel shuffle of `[T·W², D]` tiles of side W by factor s into `[T·W²/s², D·s²]` (spec section 4).
+    fn pixel_shuffle(&self, x: &Self::Tensor, side: usize, scale: usize) -> Self::Tensor;
+    /// The listed rows of `x`, in order.
+    fn gather_rows(&self, x: &Self::Tensor, rows: &[usize]) -> Self::Tensor;
+    /// Overwrites `dst[rows[j]]` with `src[j]`.
+    fn scatter_rows(&self, dst: &mut Self::Tensor, rows: &[usize], src: &Self::Tensor);
+}

@@ -1,0 +1,260 @@
+//! The Idefics3 architecture, written once over the [`Backend`] op set: vision tower, connector,
+//! merging of image features into the `<image>` positions, Llama decoder.
+
+pub mod connector;
+pub mod positions;
+pub mod rope;
+pub mod text;
+pub mod vision;
+
+use std::path::Path;
+
+use crate::backend::Backend;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::numeric::round_bf16;
+use crate::weights::{Checkpoint, ExpectedTensor};
+
+pub use text::KvCache;
+
+/// Pixel inputs as the processor returns them for one sample: `pixel_values [T, C, S, S]` and an
+/// optional `pixel_attention_mask [T, S, S]`.
+#[derive(Debug, Clone)]
+pub struct PixelInput {
+    /// Tile slots, padding slots included.
+    pub tiles: usize,
+    /// Channels per pixel.
+    pub channels: usize,
+    /// Tile side in pixels.
+    pub size: usize,
+    /// `tiles·channels·size²` values.
+    pub values: Vec<f32>,
+    /// `tiles·size²` flags; `None` means every pixel is real.
+    pub mask: Option<Vec<bool>>,
+}
+
+/// Result of a prefill.
+pub struct Prefill {
+    /// Logits `[rows, V]` row-major: every prompt position, or only the last.
+    pub logits: Vec<f32>,
+    /// Image features `[T·q, H]` merged into the prompt, when pixels were given.
+    pub image_features: Option<Vec<f32>>,
+}
+
+/// A loaded Idefics3 model on a backend.
+pub struct Idefics3<B: Backend> {
+    backend: B,
+    config: ModelConfig,
+    vision: vision::VisionTower<B>,
+    connector: connector::Connector<B>,
+    text: text::TextModel<B>,
+    _checkpoint: Checkpoint,
+}
+
+/// Every tensor a checkpoint of this configuration must hold.
+pub fn expected_tensors(c: &ModelConfig) -> Vec<ExpectedTensor> {
+    let mut v = vision::expected_tensors(&c.vision);
+    v.extend(connector::expected_tensors(c));
+    v.extend(text::expected_tensors(&c.text, c.tie_word_embeddings));
+    v
+}
+
+/// Tensors a checkpoint may carry that the model does not read.
+fn ignorable(c: &ModelConfig) -> impl Fn(&str) -> bool {
+    let tied = c.tie_word_embeddings;
+    // transformers ties lm_head to the embedding whenever the flag is set, ignoring a stored copy.
+    move |name: &str| name.ends_with(".rotary_emb.inv_freq") || (tied && name == text::LM_HEAD)
+}
+
+impl<B: Backend> Idefics3<B> {
+    /// Loads `config.json` and the safetensors weights of a checkpoint directory, validates every
+    /// tensor against the configuration, and binds them to the backend.
+    pub fn load(dir: &Path, backend: B) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::io(
+                dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
+            ));
+        }
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let checkpoint = Checkpoint::open_dir(dir)?;
+        Self::from_parts(config, checkpoint, backend)
+    }
+
+    /// Builds the model from a resolved configuration and opened weights.
+    pub fn from_parts(config: ModelConfig, checkpoint: Checkpoint, backend: B) -> Result<Self> {
+        checkpoint.validate(&expected_tensors(&config), ignorable(&config))?;
+        let vision = vision::VisionTower::load(&backend, &checkpoint, &config.vision)?;
+        let connector = connector::Connector::load(&backend, &checkpoint, &config)?;
+        let text = text::TextModel::load(
+            &backend,
+            &checkpoint,
+            &config.text,
+            config.tie_word_embeddings,
+        )?;
+        Ok(Idefics3 {
+            backend,
+            config,
+            vision,
+            connector,
+            text,
+            _checkpoint: checkpoint,
+        })
+    }
+
+    /// The resolved configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The backend the model runs on.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// An empty KV cache with room for `capacity` positions.
+    pub fn new_cache(&self, capacity: usize) -> KvCache<B> {
+        self.text.new_cache(&self.backend, capacity)
+    }
+
+    /// Image features `[T·q, H]` of the real tiles (all-zero padding tiles dropped), in tile order.
+    pub fn image_features(&self, px: &PixelInput) -> Result<Option<B::Tensor>> {
+        let b = &self.backend;
+        let vc = &self.config.vision;
+        if px.channels != vc.num_channels {
+            return Err(Error::input(format!(
+                "pixel_values have {} channels; the vision tower expects {}",
+                px.channels, vc.num_channels
+            )));
+        }
+        let side = px.size / vc.patch_size;
+        if side == 0 || side % self.config.scale_factor != 0 {
+            return Err(Error::input(format!(
+                "tiles of {0}×{0} pixels make {side} patches per side, which the scale factor {1} does not \
+                 divide",
+                px.size, self.config.scale_factor
+            )));
+        }
+        if px.values.len() != px.tiles * px.channels * px.size * px.size {
+            return Err(Error::input(
+                "pixel_values: element count does not match its shape",
+            ));
+        }
+        let tile_len = px.channels * px.size * px.size;
+        let bf16 = b.act_dtype() == crate::backend::ActDtype::Bf16;
+        // A padding tile is one whose every value is zero in the model dtype.
+        let real: Vec<usize> = (0..px.tiles)
+            .filter(|&t| {
+                px.values[t * tile_len..(t + 1) * tile_len]
+                    .iter()
+                    .any(|&v| (if bf16 { round_bf16(v) } else { v }) != 0.0)
+            })
+            .collect();
+        if real.is_empty() {
+            return Ok(None);
+        }
+        let n = vc.patches_per_side();
+        let per_tile = side * side;
+        let mut position_ids = Vec::with_capacity(real.len() * per_tile);
+        let mut key_valid = Vec::with_capacity(real.len() * per_tile);
+        for &t in &real {
+            let valid = match &px.mask {
+                Some(m) => {
+                    let tm = &m[t * px.size * px.size..(t + 1) * px.size * px.size];
+                    positions::patch_mask(tm, px.size, vc.patch_size)
+                }
+                None => vec![true; per_tile],
+            };
+            position_ids.extend(positions::position_ids(&valid, side, n, t)?);
+            key_valid.extend(valid);
+        }
+        let all_valid = key_valid.iter().all(|&v| v);
+        let mut pixels = Vec::with_capacity(real.len() * tile_len);
+        for &t in &real {
+            pixels.extend_from_slice(&px.values[t * tile_len..(t + 1) * tile_len]);
+        }
+        let pixels = b.upload(&pixels, real.len(), tile_len);
+        let encoded = self.vision.forward(
+            b,
+            &pixels,
+            px.size,
+            &position_ids,
+            if all_valid { None } else { Some(&key_valid) },
+        );
+        Ok(Some(self.connector.forward(b, &encoded, side)))
+    }
+
+    /// Runs the prompt through the model, appending to `cache`: embeds `ids`, merges the image
+    /// features into the `<image>` positions (their count must match), runs the decoder, and returns
+    /// the logits of every position (`all_logits`) or of the last one.
+    pub fn prefill(
+        &self,
+        ids: &[u32],
+        pixels: Option<&PixelInput>,
+        cache: &mut KvCache<B>,
+        all_logits: bool,
+    ) -> Result<Prefill> {
+        let b = &self.backend;
+        if ids.is_empty() {
+            return Err(Error::input("input_ids is empty"));
+        }
+        self.check_ids(ids)?;
+        let mut x = self.text.embed(b, ids);
+        let mut features_out = None;
+        if let Some(px) = pixels {
+            let image_rows: Vec<usize> = ids
+                .iter()
+                .enumerate()
+                .filter(|(_, &id)| id == self.config.image_token_id)
+                .map(|(i, _)| i)
+                .collect();
+            let features = self.image_features(px)?;
+            let n_features = features.as_ref().map_or(0, |f| b.dims(f).0);
+            if n_features != image_rows.len() {
+                return Err(Error::input(format!(
+                    "image features and image tokens do not match: the prompt has {} <image> tokens (id {}) but \
+                     the pixels give {} features ({} real tiles × {} tokens per tile)",
+                    image_rows.len(),
+                    self.config.image_token_id,
+                    n_features,
+                    n_features / self.config.image_seq_len().max(1),
+                    self.config.image_seq_len()
+                )));
+            }
+            if let Some(f) = features {
+                b.scatter_rows(&mut x, &image_rows, &f);
+                features_out = Some(b.download(&f));
+            }
+        }
+        let hidden = self.text.forward(b, x, cache);
+        let hidden = if all_logits {
+            hidden
+        } else {
+            b.gather_rows(&hidden, &[ids.len() - 1])
+        };
+        let logits = b.download(&self.text.logits(b, &hidden));
+        Ok(Prefill {
+            logits,
+            image_features: features_out,
+        })
+    }
+
+    /// Feeds one token after the cached positions and returns its logits `[V]`.
+    pub fn decode_step(&self, id: u32, cache: &mut KvCache<B>) -> Result<Vec<f32>> {
+        let b = &self.backend;
+        self.check_ids(&[id])?;
+        let x = self.text.embed(b, &[id]);
+        let hidden = self.text.forward(b, x, cache);
+        Ok(b.download(&self.text.logits(b, &hidden)))
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        let v = self.config.text.vocab_size;
+        if let Some((i, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= v) {
+            return Err(Error::input(format!(
+                "token id {id} at position {i} is outside the vocabulary of {v} tokens"
+            )));
+        }
+        Ok(())
+    }
+}
