@@ -409,7 +409,7 @@ fn resolve_rope(f: &Fields) -> Result<RopeConfig> {
         Some(t) => t,
         None => f.f64_or("rope_theta", 10000.0)?,
     };
-    if !(theta > 1.0) {
+    if theta.is_nan() || theta <= 1.0 {
         return Err(f.err("rope_theta", format!("{theta} must be greater than 1")));
     }
     let Some(p) = params else {

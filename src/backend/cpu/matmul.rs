@@ -215,6 +215,7 @@ unsafe fn store<const MR: usize>(t: &TileArgs, i: usize, j: usize, r: &[[f32; 4]
 
 /// MR×4 dot products of length k, each over L independent lanes summed at the end.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // explicit lane indices are what the vectoriser maps to SIMD lanes
 fn dot<const MR: usize, M: Madd, const L: usize>(
     a: &[&[f32]; MR],
     b: &[&[f32]; 4],
