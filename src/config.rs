@@ -155,12 +155,14 @@ impl ModelConfig {
         let model_type = root.opt_str("model_type")?;
         match model_type {
             Some("idefics3") => {}
-            Some(other) => return Err(root.err(
-                "model_type",
-                format!(
+            Some(other) => {
+                return Err(root.err(
+                    "model_type",
+                    format!(
                     "unsupported model type {other:?}; this engine runs \"idefics3\" checkpoints"
                 ),
-            )),
+                ))
+            }
             None => return Err(root.err("model_type", "missing; expected \"idefics3\"")),
         }
         if let Some(archs) = root.get("architectures") {

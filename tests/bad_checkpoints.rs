@@ -31,7 +31,12 @@ fn rewrite(dir: &Path, edit: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>
     edit(&mut map);
     let views: Vec<(String, safetensors::tensor::TensorView)> = map
         .iter()
-        .map(|(n, (d, s, b))| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .map(|(n, (d, s, b))| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     let out = safetensors::serialize(views, None).unwrap();
     std::fs::write(&path, out).unwrap();
@@ -68,9 +73,16 @@ fn missing_directory_and_files() {
 #[test]
 fn malformed_config_json() {
     let d = tied();
-    std::fs::write(d.path().join("config.json"), "{\"model_type\": \"idefics3\",").unwrap();
+    std::fs::write(
+        d.path().join("config.json"),
+        "{\"model_type\": \"idefics3\",",
+    )
+    .unwrap();
     let e = load_err(d.path());
-    assert!(e.contains("config.json") && e.contains("invalid JSON"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("invalid JSON"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -80,7 +92,10 @@ fn truncated_safetensors() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 1000]).unwrap();
     let e = load_err(d.path());
-    assert!(e.contains("model.safetensors") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("truncated"),
+        "{e}"
+    );
 
     std::fs::write(&path, &bytes[..5]).unwrap();
     let e = load_err(d.path());
@@ -94,7 +109,10 @@ fn wrong_shape() {
         m.insert(NORM.into(), (Dtype::F16, vec![81], vec![0; 162]));
     });
     let e = load_err(d.path());
-    assert!(e.contains(NORM) && e.contains("[81]") && e.contains("[80]"), "{e}");
+    assert!(
+        e.contains(NORM) && e.contains("[81]") && e.contains("[80]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -119,26 +137,37 @@ fn missing_and_unexpected_tensors() {
 
     let d = tied();
     rewrite(d.path(), |m| {
-        m.insert("model.text_model.layers.7.mlp.up_proj.weight".into(), (Dtype::F16, vec![2], vec![0; 4]));
+        m.insert(
+            "model.text_model.layers.7.mlp.up_proj.weight".into(),
+            (Dtype::F16, vec![2], vec![0; 4]),
+        );
     });
     let e = load_err(d.path());
-    assert!(e.contains("layers.7.mlp.up_proj.weight") && e.contains("unexpected"), "{e}");
+    assert!(
+        e.contains("layers.7.mlp.up_proj.weight") && e.contains("unexpected"),
+        "{e}"
+    );
 }
 
 #[test]
 fn config_that_contradicts_the_weights() {
     let d = tied();
     let path = d.path().join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     cfg["text_config"]["intermediate_size"] = 100.into();
     std::fs::write(&path, cfg.to_string()).unwrap();
     let e = load_err(d.path());
-    assert!(e.contains("mlp") && e.contains("contradicts") && e.contains("100"), "{e}");
+    assert!(
+        e.contains("mlp") && e.contains("contradicts") && e.contains("100"),
+        "{e}"
+    );
 
     // An untied config over a checkpoint that has no lm_head.
     let d = tied();
     let path = d.path().join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     cfg["tie_word_embeddings"] = false.into();
     std::fs::write(&path, cfg.to_string()).unwrap();
     let e = load_err(d.path());
@@ -157,7 +186,11 @@ fn sharded_checkpoint_with_a_missing_shard() {
 fn image_token_count_must_match_the_features() {
     let dir = fixture("idefics3_like");
     let mut inputs = read_inputs(&dir.join("inputs.safetensors")).unwrap();
-    let model = Idefics3::load(&dir.join("model"), CpuBackend::new(ActDtype::F32, Some(1)).unwrap()).unwrap();
+    let model = Idefics3::load(
+        &dir.join("model"),
+        CpuBackend::new(ActDtype::F32, Some(1)).unwrap(),
+    )
+    .unwrap();
     let img = model.config().image_token_id;
     let pos = inputs.input_ids.iter().position(|&t| t == img).unwrap();
     inputs.input_ids.remove(pos);
@@ -187,9 +220,14 @@ fn forward_cli_fails_cleanly_without_output() {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let ids = st.tensor("input_ids").unwrap();
     let pv = st.tensor("pixel_values").unwrap();
-    let mask = safetensors::tensor::TensorView::new(Dtype::BOOL, vec![1, 1, 4, 4], &[1u8; 16]).unwrap();
+    let mask =
+        safetensors::tensor::TensorView::new(Dtype::BOOL, vec![1, 1, 4, 4], &[1u8; 16]).unwrap();
     let bad = safetensors::serialize(
-        vec![("input_ids", ids), ("pixel_values", pv), ("pixel_attention_mask", mask)],
+        vec![
+            ("input_ids", ids),
+            ("pixel_values", pv),
+            ("pixel_attention_mask", mask),
+        ],
         None,
     )
     .unwrap();
@@ -207,7 +245,14 @@ fn forward_cli_fails_cleanly_without_output() {
         .unwrap();
     assert!(!res.status.success());
     let stderr = String::from_utf8_lossy(&res.stderr);
-    assert!(stderr.contains("pixel_attention_mask") && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("pixel_attention_mask") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
     assert!(!out.exists());
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1, "no stray temporary file");
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "no stray temporary file"
+    );
 }

@@ -23,22 +23,43 @@ impl Rng {
 
 /// A weight matrix stored in `dtype` in a temporary safetensors file; returns it with its exact
 /// widened values.
-fn weight(dir: &tempfile::TempDir, rows: usize, cols: usize, dtype: Dtype, rng: &mut Rng) -> (CpuWeight, Vec<f32>, Checkpoint) {
+fn weight(
+    dir: &tempfile::TempDir,
+    rows: usize,
+    cols: usize,
+    dtype: Dtype,
+    rng: &mut Rng,
+) -> (CpuWeight, Vec<f32>, Checkpoint) {
     let vals = rng.vec(rows * cols);
     let (bytes, exact): (Vec<u8>, Vec<f32>) = match dtype {
         Dtype::BF16 => {
             let h: Vec<half::bf16> = vals.iter().map(|&v| half::bf16::from_f32(v)).collect();
-            (h.iter().flat_map(|v| v.to_le_bytes()).collect(), h.iter().map(|v| v.to_f32()).collect())
+            (
+                h.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                h.iter().map(|v| v.to_f32()).collect(),
+            )
         }
         Dtype::F16 => {
             let h: Vec<half::f16> = vals.iter().map(|&v| half::f16::from_f32(v)).collect();
-            (h.iter().flat_map(|v| v.to_le_bytes()).collect(), h.iter().map(|v| v.to_f32()).collect())
+            (
+                h.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                h.iter().map(|v| v.to_f32()).collect(),
+            )
         }
-        _ => (vals.iter().flat_map(|v| v.to_le_bytes()).collect(), vals.clone()),
+        _ => (
+            vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            vals.clone(),
+        ),
     };
-    let path = dir.path().join(format!("w{rows}x{cols}{dtype:?}.safetensors"));
+    let path = dir
+        .path()
+        .join(format!("w{rows}x{cols}{dtype:?}.safetensors"));
     let view = safetensors::tensor::TensorView::new(dtype, vec![rows, cols], &bytes).unwrap();
-    std::fs::write(&path, safetensors::serialize(vec![("w", view)], None).unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        safetensors::serialize(vec![("w", view)], None).unwrap(),
+    )
+    .unwrap();
     let ck = Checkpoint::open_files(&[path]).unwrap();
     let b = CpuBackend::new(ActDtype::F32, Some(1)).unwrap();
     let w = b.load_weight(ck.get("w").unwrap(), rows).unwrap();
@@ -51,7 +72,16 @@ fn every_matmul_path_matches_the_reference() {
     let mut rng = Rng(0x1234_5678_9abc_def1);
     let isas = available_isas();
     assert!(!isas.is_empty());
-    let shapes = [(1, 1, 1), (1, 7, 5), (3, 33, 17), (4, 64, 64), (5, 100, 37), (67, 129, 45), (130, 16, 70), (2, 300, 3)];
+    let shapes = [
+        (1, 1, 1),
+        (1, 7, 5),
+        (3, 33, 17),
+        (4, 64, 64),
+        (5, 100, 37),
+        (67, 129, 45),
+        (130, 16, 70),
+        (2, 300, 3),
+    ];
     for dtype in [Dtype::BF16, Dtype::F16, Dtype::F32] {
         for &(m, k, n) in &shapes {
             let (w, exact, _ck) = weight(&dir, n, k, dtype, &mut rng);
@@ -98,5 +128,8 @@ fn bf16_rounding_in_matmul_and_thread_counts_agree() {
     let two = CpuBackend::new(ActDtype::F32, Some(2)).unwrap();
     let t1 = one.upload(&x, 9, 96);
     let t2 = two.upload(&x, 9, 96);
-    assert_eq!(one.matmul(&t1, &w, None).data, two.matmul(&t2, &w, None).data);
+    assert_eq!(
+        one.matmul(&t1, &w, None).data,
+        two.matmul(&t2, &w, None).data
+    );
 }
