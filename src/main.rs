@@ -93,12 +93,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     OutTensor::F32(f, vec![rows, hidden]),
                 ));
             }
+            let mut summary = format!(
+                "wrote {}: logits [{}, {vocab}]",
+                out.display(),
+                inputs.input_ids.len()
+            );
+            if let Some((_, OutTensor::F32(_, shape))) = tensors.get(1) {
+                summary += &format!(", image_features {shape:?}");
+            }
             if n.is_some() {
+                let listed: Vec<String> = res.ids.iter().map(u32::to_string).collect();
+                summary += &format!(", generated_ids [{}]", listed.join(", "));
                 let ids: Vec<i64> = res.ids.iter().map(|&i| i as i64).collect();
                 let len = ids.len();
                 tensors.push(("generated_ids".into(), OutTensor::I64(ids, vec![len])));
             }
             write_tensors(&out, tensors)?;
+            println!("{summary}");
             Ok(())
         }
     }
