@@ -17,6 +17,7 @@ pub mod error;
 pub mod generate;
 pub mod model;
 pub mod numeric;
+pub mod processor;
 pub mod tensor_io;
 pub mod weights;
 

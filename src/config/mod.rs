@@ -3,9 +3,15 @@
 //! `dtype`). Everything is resolved into plain structs with the derived quantities filled in, and
 //! every unsupported or contradictory setting is reported with the name of the field at fault.
 
+pub mod generation;
+pub mod processor;
+
 use std::path::Path;
 
 use serde_json::{Map, Value};
+
+pub use generation::GenerationConfig;
+pub use processor::{ImageProcessorConfig, ProcessorConfig, ResizeTarget};
 
 use crate::error::{Error, Result};
 

@@ -1,0 +1,449 @@
+//! Decoding image files into 8-bit RGB exactly as transformers' `load_image` does with Pillow:
+//! decode, apply the EXIF orientation (`ImageOps.exif_transpose`), then `convert("RGB")` (alpha
+//! dropped, grayscale replicated, palettes expanded).
+//!
+//! JPEG goes through libjpeg-turbo's decoder (the `mozjpeg` crate: same integer IDCT and fancy
+//! upsampling as Pillow's libjpeg-turbo, so pixels are bit-identical); GIF through the `gif` crate at
+//! palette level (so transparent pixels keep their palette colour, as in Pillow); PNG, WebP and BMP
+//! through the `image` crate.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat};
+
+use crate::error::{Error, Result};
+
+/// Pillow refuses images above twice `Image.MAX_IMAGE_PIXELS` (89,478,485) as decompression bombs.
+pub const MAX_PIXELS: u64 = 2 * 89_478_485;
+
+/// An 8-bit RGB image, row-major, 3 bytes per pixel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `height·width·3` bytes.
+    pub data: Vec<u8>,
+    /// The colour Pillow keeps as `info["transparency"]` after `convert("RGB")`: the colour of a PNG or
+    /// GIF's single transparent palette index, or a PNG's tRNS colour key. transformers' processor
+    /// composites such images over white, so pixels of exactly this colour become white there.
+    pub color_key: Option<[u8; 3]>,
+}
+
+impl RgbImage {
+    /// Wraps raw RGB8 pixels, checking the size.
+    pub fn from_raw(width: usize, height: usize, data: Vec<u8>) -> Result<Self> {
+        check_size(width as u64, height as u64, "raw RGB image")?;
+        if data.len() != width * height * 3 {
+            return Err(Error::input(format!(
+                "raw RGB image: {} bytes given for {width}×{height} pixels (expected {})",
+                data.len(),
+                width * height * 3
+            )));
+        }
+        Ok(RgbImage {
+            width,
+            height,
+            data,
+            color_key: None,
+        })
+    }
+
+    /// Composites the image over white as transformers' `convert_to_rgb` does for an image with a
+    /// transparency colour: every pixel of the colour key becomes white.
+    pub fn composite_color_key_on_white(&mut self) {
+        if let Some(key) = self.color_key.take() {
+            for px in self.data.chunks_exact_mut(3) {
+                if px == key {
+                    px.copy_from_slice(&[255, 255, 255]);
+                }
+            }
+        }
+    }
+}
+
+fn check_size(w: u64, h: u64, what: &str) -> Result<()> {
+    if w == 0 || h == 0 {
+        return Err(Error::input(format!(
+            "{what}: the image is empty ({w}×{h} pixels)"
+        )));
+    }
+    if w * h > MAX_PIXELS {
+        return Err(Error::input(format!(
+            "{what}: {w}×{h} = {} pixels exceeds the limit of {MAX_PIXELS} (a possible decompression bomb)",
+            w * h
+        )));
+    }
+    Ok(())
+}
+
+/// Reads and decodes an image file.
+pub fn load_image_file(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_image(&bytes, &path.display().to_string())
+}
+
+/// Decodes an encoded image (PNG, JPEG, WebP, GIF, BMP); `what` names it in errors.
+pub fn decode_image(bytes: &[u8], what: &str) -> Result<RgbImage> {
+    let format = image::guess_format(bytes).map_err(|_| {
+        Error::input(format!(
+            "{what}: unknown image format (supported: PNG, JPEG, WebP, GIF, BMP)"
+        ))
+    })?;
+    // Decoders of damaged files must fail, never take the process down.
+    let decoded = std::panic::catch_unwind(|| match format {
+        ImageFormat::Jpeg => decode_jpeg(bytes, what),
+        ImageFormat::Gif => decode_gif(bytes, what),
+        ImageFormat::Png | ImageFormat::WebP | ImageFormat::Bmp => {
+            decode_with_image_crate(bytes, format, what)
+        }
+        other => Err(Error::input(format!(
+            "{what}: {other:?} images are not supported (supported: PNG, JPEG, WebP, GIF, BMP)"
+        ))),
+    });
+    decoded.unwrap_or_else(|_| Err(Error::input(format!("{what}: the image data is corrupt"))))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::input(format!("{what}: cannot decode the image: {e}"))
+}
+
+fn decode_jpeg(bytes: &[u8], what: &str) -> Result<RgbImage> {
+    let d = mozjpeg::Decompress::builder()
+        .with_markers(&[mozjpeg::Marker::APP(1)])
+        .from_mem(bytes)
+        .map_err(|e| corrupt(what, e))?;
+    let (w, h) = (d.width(), d.height());
+    check_size(w as u64, h as u64, what)?;
+    let orientation = d
+        .markers()
+        .filter(|m| m.marker == mozjpeg::Marker::APP(1))
+        .find_map(|m| m.data.strip_prefix(b"Exif\0\0").and_then(exif_orientation));
+    use mozjpeg::ColorSpace as C;
+    let data = match d.color_space() {
+        C::JCS_CMYK | C::JCS_YCCK => {
+            return Err(Error::input(format!(
+                "{what}: CMYK JPEG images are not supported; convert the image to RGB"
+            )))
+        }
+        _ => {
+            let mut started = d.rgb().map_err(|e| corrupt(what, e))?;
+            let px: Vec<[u8; 3]> = started.read_scanlines().map_err(|e| corrupt(what, e))?;
+            started.finish().map_err(|e| corrupt(what, e))?;
+            px.into_iter().flatten().collect::<Vec<u8>>()
+        }
+    };
+    if data.len() != w * h * 3 {
+        return Err(corrupt(what, "the JPEG data ends early"));
+    }
+    Ok(orient(
+        RgbImage {
+            width: w,
+            height: h,
+            data,
+            color_key: None,
+        },
+        orientation.unwrap_or(1),
+    ))
+}
+
+fn decode_gif(bytes: &[u8], what: &str) -> Result<RgbImage> {
+    let mut opts = gif::DecodeOptions::new();
+    opts.set_color_output(gif::ColorOutput::Indexed);
+    let mut dec = opts
+        .read_info(Cursor::new(bytes))
+        .map_err(|e| corrupt(what, e))?;
+    let (w, h) = (dec.width() as usize, dec.height() as usize);
+    check_size(w as u64, h as u64, what)?;
+    let global = dec.global_palette().map(<[u8]>::to_vec);
+    let frame = dec
+        .read_next_frame()
+        .map_err(|e| corrupt(what, e))?
+        .ok_or_else(|| corrupt(what, "the GIF has no frame"))?;
+    let palette = frame.palette.clone().or(global).unwrap_or_else(|| {
+        // No palette at all: Pillow reads the indices as grey levels.
+        (0..=255u8).flat_map(|v| [v, v, v]).collect()
+    });
+    // Pillow's first frame starts from the transparent index (else 0) outside the frame's rectangle.
+    let mut indices = vec![frame.transparent.unwrap_or(0); w * h];
+    let (fl, ft, fw) = (
+        frame.left as usize,
+        frame.top as usize,
+        frame.width as usize,
+    );
+    for (r, row) in frame.buffer.chunks(fw.max(1)).enumerate() {
+        let y = ft + r;
+        if y >= h {
+            break;
+        }
+        for (c, &i) in row.iter().enumerate() {
+            if fl + c < w {
+                indices[y * w + fl + c] = i;
+            }
+        }
+    }
+    let color = |i: u8| -> [u8; 3] {
+        let o = i as usize * 3;
+        if o + 2 < palette.len() {
+            [palette[o], palette[o + 1], palette[o + 2]]
+        } else {
+            [0, 0, 0]
+        }
+    };
+    let data = indices.into_iter().flat_map(color).collect();
+    Ok(RgbImage {
+        width: w,
+        height: h,
+        data,
+        color_key: frame.transparent.map(color),
+    })
+}
+
+fn decode_with_image_crate(bytes: &[u8], format: ImageFormat, what: &str) -> Result<RgbImage> {
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_PIXELS * 8 + (1 << 20));
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(|e| corrupt(what, e))?;
+    let (w, h) = decoder.dimensions();
+    check_size(w as u64, h as u64, what)?;
+    let orientation = decoder.orientation().map(exif_value).unwrap_or(1);
+    let img = DynamicImage::from_decoder(decoder).map_err(|e| corrupt(what, e))?;
+    let data = match img {
+        DynamicImage::ImageRgb8(b) => b.into_raw(),
+        DynamicImage::ImageRgba8(b) => b
+            .into_raw()
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect(),
+        DynamicImage::ImageLuma8(b) => b.into_raw().into_iter().flat_map(|v| [v, v, v]).collect(),
+        DynamicImage::ImageLumaA8(b) => b
+            .into_raw()
+            .chunks_exact(2)
+            .flat_map(|p| [p[0], p[0], p[0]])
+            .collect(),
+        // Pillow reads 16-bit RGB(A) PNGs as 8-bit by keeping the high byte.
+        DynamicImage::ImageRgb16(b) => b.into_raw().into_iter().map(|v| (v >> 8) as u8).collect(),
+        DynamicImage::ImageRgba16(b) => b
+            .into_raw()
+            .chunks_exact(4)
+            .flat_map(|p| [(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8])
+            .collect(),
+        // 16-bit grey is mode "I;16" in Pillow, whose conversion to RGB clips at 255.
+        DynamicImage::ImageLuma16(b) => b
+            .into_raw()
+            .into_iter()
+            .flat_map(|v| [v.min(255) as u8; 3])
+            .collect(),
+        DynamicImage::ImageLumaA16(b) => b
+            .into_raw()
+            .chunks_exact(2)
+            .flat_map(|p| [p[0].min(255) as u8; 3])
+            .collect(),
+        other => other.to_rgb8().into_raw(),
+    };
+    let color_key = if format == ImageFormat::Png {
+        png_color_key(bytes)
+    } else {
+        None
+    };
+    Ok(orient(
+        RgbImage {
+            width: w as usize,
+            height: h as usize,
+            data,
+            color_key,
+        },
+        orientation,
+    ))
+}
+
+/// The transparency colour Pillow records for an 8-bit PNG: a palette whose tRNS makes exactly one
+/// index transparent (and the rest opaque) gives that index's colour, a grey or RGB tRNS gives its
+/// colour key. Other alpha tables leave none.
+fn png_color_key(bytes: &[u8]) -> Option<[u8; 3]> {
+    let mut pos = 8;
+    let (mut color_type, mut depth) = (None, 0u8);
+    let mut palette: &[u8] = &[];
+    while pos + 8 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().ok()?) as usize;
+        let kind = &bytes[pos + 4..pos + 8];
+        let data = bytes.get(pos + 8..pos + 8 + len)?;
+        match kind {
+            b"IHDR" if len >= 10 => {
+                depth = data[8];
+                color_type = Some(data[9]);
+            }
+            b"PLTE" => palette = data,
+            b"tRNS" => {
+                return match (color_type?, depth) {
+                    (3, _) => {
+                        let zeros = data.iter().filter(|&&a| a == 0).count();
+                        if zeros == 1 && data.iter().all(|&a| a == 0 || a == 255) {
+                            let i = data.iter().position(|&a| a == 0)?;
+                            palette.get(i * 3..i * 3 + 3).map(|c| [c[0], c[1], c[2]])
+                        } else {
+                            None
+                        }
+                    }
+                    (0, 8) if len >= 2 => Some([data[1]; 3]),
+                    (2, 8) if len >= 6 => Some([data[1], data[3], data[5]]),
+                    _ => None,
+                };
+            }
+            b"IDAT" | b"IEND" => return None,
+            _ => {}
+        }
+        pos += 12 + len;
+    }
+    None
+}
+
+fn exif_value(o: image::metadata::Orientation) -> u16 {
+    use image::metadata::Orientation as O;
+    match o {
+        O::NoTransforms => 1,
+        O::FlipHorizontal => 2,
+        O::Rotate180 => 3,
+        O::FlipVertical => 4,
+        O::Rotate90FlipH => 5,
+        O::Rotate90 => 6,
+        O::Rotate270FlipH => 7,
+        O::Rotate270 => 8,
+    }
+}
+
+/// The Orientation tag (0x0112) of IFD0 of a TIFF-structured EXIF block.
+pub fn exif_orientation(tiff: &[u8]) -> Option<u16> {
+    let le = match tiff.get(0..2)? {
+        b"II" => true,
+        b"MM" => false,
+        _ => return None,
+    };
+    let u16_at = |o: usize| -> Option<u16> {
+        let b: [u8; 2] = tiff.get(o..o + 2)?.try_into().ok()?;
+        Some(if le {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        })
+    };
+    let u32_at = |o: usize| -> Option<u32> {
+        let b: [u8; 4] = tiff.get(o..o + 4)?.try_into().ok()?;
+        Some(if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        })
+    };
+    let ifd = u32_at(4)? as usize;
+    let count = u16_at(ifd)? as usize;
+    for i in 0..count {
+        let e = ifd + 2 + i * 12;
+        if u16_at(e)? == 0x0112 {
+            let v = u16_at(e + 8)?;
+            return (1..=8).contains(&v).then_some(v);
+        }
+    }
+    None
+}
+
+/// Applies an EXIF orientation (1–8) so that the result is upright, as `ImageOps.exif_transpose`.
+pub fn orient(img: RgbImage, orientation: u16) -> RgbImage {
+    if !(2..=8).contains(&orientation) {
+        return img;
+    }
+    let (w, h) = (img.width, img.height);
+    let swap = orientation >= 5;
+    let (ow, oh) = if swap { (h, w) } else { (w, h) };
+    let mut out = vec![0u8; w * h * 3];
+    for y in 0..oh {
+        for x in 0..ow {
+            // Source pixel of output (x, y) for each EXIF orientation.
+            let (sx, sy) = match orientation {
+                2 => (w - 1 - x, y),
+                3 => (w - 1 - x, h - 1 - y),
+                4 => (x, h - 1 - y),
+                5 => (y, x),
+                6 => (y, h - 1 - x),
+                7 => (w - 1 - y, h - 1 - x),
+                _ => (w - 1 - y, x),
+            };
+            let s = (sy * w + sx) * 3;
+            let d = (y * ow + x) * 3;
+            out[d..d + 3].copy_from_slice(&img.data[s..s + 3]);
+        }
+    }
+    RgbImage {
+        width: ow,
+        height: oh,
+        data: out,
+        color_key: img.color_key,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn img(w: usize, h: usize) -> RgbImage {
+        RgbImage {
+            width: w,
+            height: h,
+            data: (0..w * h).flat_map(|i| [i as u8, 0, 0]).collect(),
+            color_key: None,
+        }
+    }
+
+    fn red(i: &RgbImage) -> Vec<u8> {
+        i.data.chunks(3).map(|p| p[0]).collect()
+    }
+
+    #[test]
+    fn orientations_make_the_image_upright() {
+        // 3×2 image: row 0 = 0 1 2, row 1 = 3 4 5.
+        let i = img(3, 2);
+        assert_eq!(red(&orient(i.clone(), 2)), vec![2, 1, 0, 5, 4, 3]);
+        assert_eq!(red(&orient(i.clone(), 3)), vec![5, 4, 3, 2, 1, 0]);
+        assert_eq!(red(&orient(i.clone(), 4)), vec![3, 4, 5, 0, 1, 2]);
+        // 6: the camera was turned 90° clockwise; upright = rotate the stored image 90° clockwise.
+        let r6 = orient(i.clone(), 6);
+        assert_eq!((r6.width, r6.height), (2, 3));
+        assert_eq!(red(&r6), vec![3, 0, 4, 1, 5, 2]);
+        let r8 = orient(i.clone(), 8);
+        assert_eq!(red(&r8), vec![2, 5, 1, 4, 0, 3]);
+        assert_eq!(red(&orient(i.clone(), 5)), vec![0, 3, 1, 4, 2, 5]);
+        assert_eq!(red(&orient(i, 7)), vec![5, 2, 4, 1, 3, 0]);
+    }
+
+    #[test]
+    fn exif_orientation_is_read_in_both_byte_orders() {
+        let mut le = b"II*\0\x08\0\0\0\x01\0".to_vec();
+        le.extend_from_slice(&[0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0]);
+        assert_eq!(exif_orientation(&le), Some(6));
+        let mut be = b"MM\0*\0\0\0\x08\0\x01".to_vec();
+        be.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 8, 0, 0]);
+        assert_eq!(exif_orientation(&be), Some(8));
+        assert_eq!(exif_orientation(b"XX"), None);
+    }
+
+    #[test]
+    fn bad_data_is_an_error() {
+        assert!(decode_image(b"not an image at all", "x")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown image format"));
+        let e = decode_image(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "t.png")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.png"), "{e}");
+        let e = decode_image(b"\xff\xd8\xff\xe0\0\x10JFIF\0", "t.jpg")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.jpg"), "{e}");
+        assert!(RgbImage::from_raw(0, 5, vec![]).is_err());
+        assert!(RgbImage::from_raw(2, 2, vec![0; 11]).is_err());
+    }
+}
