@@ -13,8 +13,10 @@
 
 pub mod backend;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod generate;
+pub mod hub;
 pub mod model;
 pub mod numeric;
 pub mod processor;

@@ -1,13 +1,19 @@
 //! The `idefics3` command line.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use idefics3::backend::{cpu::CpuBackend, ActDtype};
+use idefics3::config::ModelConfig;
+use idefics3::engine::{Conversation, Engine, EngineOptions};
+use idefics3::error::Error;
 use idefics3::generate::greedy;
+use idefics3::hub::resolve_model;
 use idefics3::model::Idefics3;
+use idefics3::processor::{image::load_image_file, prompt, Processor, RgbImage};
 use idefics3::tensor_io::{read_inputs, write_tensors, OutTensor};
 
 #[derive(Parser)]
@@ -23,35 +29,107 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Answers a question about images (or a whole conversation), streaming the answer to stdout.
+    Generate(GenerateArgs),
+    /// Writes the model inputs (input_ids, pixel_values, pixel_attention_mask) that the processor
+    /// makes of images and one user turn, as transformers' Idefics3Processor does.
+    Preprocess(PreprocessArgs),
     /// Runs the model on tensors saved from the transformers processor and writes the logits of every
     /// position (and, with --greedy N, N greedy tokens) for exact comparison with a reference.
-    Forward {
-        /// Checkpoint directory (config.json and safetensors weights).
-        #[arg(long)]
-        model: PathBuf,
-        /// safetensors file with input_ids [1, L] and optionally pixel_values [1, T, 3, S, S] and
-        /// pixel_attention_mask [1, T, S, S].
-        #[arg(long)]
-        inputs: PathBuf,
-        /// Output safetensors file: logits [L, V] f32, image_features [T*q, H] when pixels were
-        /// given, and generated_ids [N] i64 with --greedy.
-        #[arg(long)]
-        out: PathBuf,
-        /// Activation precision: f32 (exact reference) or bf16 (rounded as transformers in bfloat16).
-        #[arg(long, default_value = "f32")]
-        dtype: ActDtype,
-        /// Also generate N greedy tokens (end-of-sequence does not stop it).
-        #[arg(long)]
-        greedy: Option<usize>,
-        /// Worker threads (default: one per core).
-        #[arg(long)]
-        threads: Option<usize>,
-    },
+    Forward(ForwardArgs),
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Checkpoint directory, or a Hugging Face model id (org/name) to take from the cache or download.
+    #[arg(long)]
+    model: String,
+    /// An image file (PNG, JPEG, WebP, GIF, BMP); repeat for several, in order.
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// One user turn: the images first, then this text.
+    #[arg(long, conflicts_with = "chat", required_unless_present = "chat")]
+    prompt: Option<String>,
+    /// A JSON file of messages in transformers' format; its image items take the --image files in order.
+    #[arg(long)]
+    chat: Option<PathBuf>,
+    /// Most tokens to generate (default: the checkpoint's generation config, else 256).
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Sampling temperature; 0 is greedy (default: greedy unless the checkpoint asks for sampling).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Sample among the k most likely tokens (0: no limit; default 50 when sampling).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sample within the smallest set of tokens whose probability reaches p.
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Penalise tokens already seen (transformers' repetition penalty; 1 is none).
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Activation precision.
+    #[arg(long, default_value = "bf16")]
+    dtype: ActDtype,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON object (text, token ids, timings) instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PreprocessArgs {
+    /// Checkpoint directory (or a cached / downloadable model id).
+    #[arg(long)]
+    model: String,
+    /// An image file; repeat for several, in order.
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// The user's text (the images come first in the turn).
+    #[arg(long)]
+    prompt: String,
+    /// Output safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct ForwardArgs {
+    /// Checkpoint directory (config.json and safetensors weights).
+    #[arg(long)]
+    model: PathBuf,
+    /// safetensors file with input_ids [1, L] and optionally pixel_values [1, T, 3, S, S] and
+    /// pixel_attention_mask [1, T, S, S].
+    #[arg(long)]
+    inputs: PathBuf,
+    /// Output safetensors file: logits [L, V] f32, image_features [T*q, H] when pixels were
+    /// given, and generated_ids [N] i64 with --greedy.
+    #[arg(long)]
+    out: PathBuf,
+    /// Activation precision: f32 (exact reference) or bf16 (rounded as transformers in bfloat16).
+    #[arg(long, default_value = "f32")]
+    dtype: ActDtype,
+    /// Also generate N greedy tokens (end-of-sequence does not stop it).
+    #[arg(long)]
+    greedy: Option<usize>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let result = match cli.command {
+        Command::Generate(a) => run_generate(a),
+        Command::Preprocess(a) => run_preprocess(a),
+        Command::Forward(a) => run_forward(a),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -60,57 +138,176 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Forward {
-            model,
-            inputs,
-            out,
-            dtype,
-            greedy: n,
-            threads,
-        } => {
-            let inputs = read_inputs(&inputs)?;
-            let model = Idefics3::load(&model, CpuBackend::new(dtype, threads)?)?;
-            let n_new = n.unwrap_or(0);
-            let res = greedy(
-                &model,
-                &inputs.input_ids,
-                inputs.pixels.as_ref(),
-                n_new,
-                true,
-            )?;
-            let vocab = model.config().text.vocab_size;
-            let hidden = model.config().text.hidden_size;
-            let mut tensors = vec![(
-                "logits".to_string(),
-                OutTensor::F32(res.prompt_logits, vec![inputs.input_ids.len(), vocab]),
-            )];
-            if let Some(f) = res.image_features {
-                let rows = f.len() / hidden;
-                tensors.push((
-                    "image_features".into(),
-                    OutTensor::F32(f, vec![rows, hidden]),
-                ));
-            }
-            let mut summary = format!(
-                "wrote {}: logits [{}, {vocab}]",
-                out.display(),
-                inputs.input_ids.len()
-            );
-            if let Some((_, OutTensor::F32(_, shape))) = tensors.get(1) {
-                summary += &format!(", image_features {shape:?}");
-            }
-            if n.is_some() {
-                let listed: Vec<String> = res.ids.iter().map(u32::to_string).collect();
-                summary += &format!(", generated_ids [{}]", listed.join(", "));
-                let ids: Vec<i64> = res.ids.iter().map(|&i| i as i64).collect();
-                let len = ids.len();
-                tensors.push(("generated_ids".into(), OutTensor::I64(ids, vec![len])));
-            }
-            write_tensors(&out, tensors)?;
-            println!("{summary}");
-            Ok(())
+fn load_images(paths: &[PathBuf]) -> Result<Vec<RgbImage>, Error> {
+    paths.iter().map(|p| load_image_file(p)).collect()
+}
+
+fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
+    // Cheap checks first: bad input fails before the weights are read.
+    let conversation = match (&a.prompt, &a.chat) {
+        (Some(p), _) => Conversation::Prompt(p.clone()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            prompt::count_image_items(&v)
+                .map_err(|e| Error::input(format!("{}: {e}", path.display())))?;
+            Conversation::Chat(v)
+        }
+        (None, None) => unreachable!("clap requires --prompt or --chat"),
+    };
+    let images = load_images(&a.images)?;
+    let dir = resolve_model(&a.model)?;
+    let engine = Engine::load(
+        &dir,
+        EngineOptions {
+            dtype: a.dtype,
+            threads: a.threads,
+        },
+    )?;
+    let mut params = engine.default_params();
+    if let Some(n) = a.max_new_tokens {
+        params.max_new_tokens = n;
+    }
+    if let Some(t) = a.temperature {
+        params.temperature = t;
+        if t > 0.0 && a.top_k.is_none() && params.top_k == 0 {
+            params.top_k = 50;
         }
     }
+    if let Some(k) = a.top_k {
+        params.top_k = k;
+    }
+    if let Some(p) = a.top_p {
+        params.top_p = p;
+    }
+    if let Some(r) = a.repetition_penalty {
+        params.repetition_penalty = r;
+    }
+    params.seed = a.seed;
+    params.validate()?;
+    let encoded = engine.encode(&conversation, &images)?;
+    let stdout = std::io::stdout();
+    let answer = engine.generate(&encoded, &params, |piece| {
+        if !a.json {
+            let mut out = stdout.lock();
+            // A closed pipe (e.g. `| head`) ends generation rather than failing it.
+            return out
+                .write_all(piece.as_bytes())
+                .and_then(|_| out.flush())
+                .is_ok();
+        }
+        true
+    })?;
+    let t = answer.timings;
+    let n = answer.ids.len();
+    let decode_tok_s = if n > 1 && t.decode_s > 0.0 {
+        (n - 1) as f64 / t.decode_s
+    } else {
+        0.0
+    };
+    if a.json {
+        let v = serde_json::json!({
+            "text": answer.text,
+            "token_ids": answer.ids,
+            "prompt_tokens": answer.prompt_tokens,
+            "new_tokens": n,
+            "stop_reason": answer.stop.as_str(),
+            "timings": {
+                "vision_s": t.vision_s,
+                "prefill_s": t.prefill_s,
+                "ttft_s": t.ttft_s,
+                "decode_s": t.decode_s,
+                "decode_tok_s": decode_tok_s,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!();
+        eprintln!(
+            "[{} prompt tokens, {n} new ({}), time to first token {:.2} s, decode {:.1} tok/s]",
+            answer.prompt_tokens,
+            answer.stop.as_str(),
+            t.ttft_s,
+            decode_tok_s
+        );
+    }
+    Ok(())
+}
+
+fn run_preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
+    let images = load_images(&a.images)?;
+    let dir = resolve_model(&a.model)?;
+    let config = ModelConfig::from_file(&dir.join("config.json"))?;
+    let processor = Processor::load(&dir, &config)?;
+    let text = processor.apply_chat_template(&prompt::user_turn(&a.prompt, images.len()), true)?;
+    let enc = processor.encode(&text, &images)?;
+    let ids: Vec<i64> = enc.input_ids.iter().map(|&i| i as i64).collect();
+    let len = ids.len();
+    let mut tensors = vec![("input_ids".to_string(), OutTensor::I64(ids, vec![1, len]))];
+    if let Some(px) = enc.pixels {
+        let (t, s) = (px.tiles, px.size);
+        let mask: Vec<i64> = px
+            .mask
+            .unwrap_or_else(|| vec![true; t * s * s])
+            .iter()
+            .map(|&m| m as i64)
+            .collect();
+        tensors.push((
+            "pixel_values".into(),
+            OutTensor::F32(px.values, vec![1, t, px.channels, s, s]),
+        ));
+        tensors.push((
+            "pixel_attention_mask".into(),
+            OutTensor::I64(mask, vec![1, t, s, s]),
+        ));
+    }
+    write_tensors(&a.out, tensors)?;
+    println!(
+        "wrote {}: {len} tokens, {} image(s)",
+        a.out.display(),
+        images.len()
+    );
+    Ok(())
+}
+
+fn run_forward(a: ForwardArgs) -> anyhow::Result<()> {
+    let inputs = read_inputs(&a.inputs)?;
+    let model = Idefics3::load(&a.model, CpuBackend::new(a.dtype, a.threads)?)?;
+    let n_new = a.greedy.unwrap_or(0);
+    let res = greedy(
+        &model,
+        &inputs.input_ids,
+        inputs.pixels.as_ref(),
+        n_new,
+        true,
+    )?;
+    let vocab = model.config().text.vocab_size;
+    let hidden = model.config().text.hidden_size;
+    let len = inputs.input_ids.len();
+    let mut summary = format!("wrote {}: logits [{len}, {vocab}]", a.out.display());
+    let mut tensors = vec![(
+        "logits".to_string(),
+        OutTensor::F32(res.prompt_logits, vec![len, vocab]),
+    )];
+    if let Some(f) = res.image_features {
+        let rows = f.len() / hidden;
+        summary += &format!(", image_features [{rows}, {hidden}]");
+        tensors.push((
+            "image_features".into(),
+            OutTensor::F32(f, vec![rows, hidden]),
+        ));
+    }
+    if a.greedy.is_some() {
+        let listed: Vec<String> = res.ids.iter().map(u32::to_string).collect();
+        summary += &format!(", generated_ids [{}]", listed.join(", "));
+        let ids: Vec<i64> = res.ids.iter().map(|&i| i as i64).collect();
+        let n = ids.len();
+        tensors.push(("generated_ids".into(), OutTensor::I64(ids, vec![n])));
+    }
+    write_tensors(&a.out, tensors)?;
+    println!("{summary}");
+    Ok(())
 }

@@ -39,6 +39,8 @@ pub struct Prefill {
     pub logits: Vec<f32>,
     /// Image features `[T·q, H]` merged into the prompt, when pixels were given.
     pub image_features: Option<Vec<f32>>,
+    /// Seconds spent in the vision tower and connector.
+    pub vision_s: f64,
 }
 
 /// A loaded Idefics3 model on a backend.
@@ -201,6 +203,7 @@ impl<B: Backend> Idefics3<B> {
         self.check_ids(ids)?;
         let mut x = self.text.embed(b, ids);
         let mut features_out = None;
+        let mut vision_s = 0.0;
         if let Some(px) = pixels {
             let image_rows: Vec<usize> = ids
                 .iter()
@@ -208,7 +211,9 @@ impl<B: Backend> Idefics3<B> {
                 .filter(|(_, &id)| id == self.config.image_token_id)
                 .map(|(i, _)| i)
                 .collect();
+            let t = std::time::Instant::now();
             let features = self.image_features(px)?;
+            vision_s = t.elapsed().as_secs_f64();
             let n_features = features.as_ref().map_or(0, |f| b.dims(f).0);
             if n_features != image_rows.len() {
                 return Err(Error::input(format!(
@@ -236,6 +241,7 @@ impl<B: Backend> Idefics3<B> {
         Ok(Prefill {
             logits,
             image_features: features_out,
+            vision_s,
         })
     }
 

@@ -5,6 +5,7 @@
 pub mod image;
 pub mod prompt;
 pub mod resize;
+pub mod stream;
 pub mod tiling;
 
 use std::path::Path;

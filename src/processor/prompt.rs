@@ -129,9 +129,11 @@ pub fn count_image_items(messages: &Value) -> Result<usize> {
                                 )));
                             }
                         }
-                        _ => return Err(Error::input(format!(
+                        _ => {
+                            return Err(Error::input(format!(
                             "chat: message {i}, item {j}: \"type\" must be \"image\" or \"text\""
-                        ))),
+                        )))
+                        }
                     }
                 }
             }
