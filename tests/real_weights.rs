@@ -17,7 +17,9 @@ use serde_json::Value;
 fn checkpoint() -> PathBuf {
     let dir = std::env::var_os("IDEFICS3_SMOLLM2_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/smollm2-idefics3"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/smollm2-idefics3")
+        });
     assert!(
         dir.join("model.safetensors").is_file(),
         "{} has no checkpoint: run scripts/make_smollm2_checkpoint.py first",
@@ -29,8 +31,10 @@ fn checkpoint() -> PathBuf {
 #[test]
 #[ignore = "needs the SmolLM2 checkpoint built by scripts/make_smollm2_checkpoint.py"]
 fn smollm2_answers_like_transformers() {
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(common::fixture("real_weights.json")).unwrap()).unwrap();
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture("real_weights.json")).unwrap(),
+    )
+    .unwrap();
     let engine = Engine::load(
         &checkpoint(),
         EngineOptions {
@@ -46,20 +50,41 @@ fn smollm2_answers_like_transformers() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| load_image_file(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p.as_str().unwrap())).unwrap())
+            .map(|p| {
+                load_image_file(
+                    &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p.as_str().unwrap()),
+                )
+                .unwrap()
+            })
             .collect();
         let enc = engine
-            .encode(&Conversation::Prompt(case["prompt"].as_str().unwrap().into()), &images)
+            .encode(
+                &Conversation::Prompt(case["prompt"].as_str().unwrap().into()),
+                &images,
+            )
             .unwrap();
-        let want_prompt: Vec<u32> =
-            case["prompt_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want_prompt: Vec<u32> = case["prompt_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(enc.input_ids, want_prompt, "{name}: prompt ids");
-        let answer = engine.generate(&enc, &SamplingParams::greedy(max_new), |_| true).unwrap();
-        let want: Vec<u32> =
-            case["generated_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let answer = engine
+            .generate(&enc, &SamplingParams::greedy(max_new), |_| true)
+            .unwrap();
+        let want: Vec<u32> = case["generated_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(answer.ids, want, "{name}: generated ids");
         assert_eq!(answer.text, case["text"].as_str().unwrap(), "{name}: text");
     }
     let capital = &expected["cases"][0];
-    assert!(capital["text"].as_str().unwrap().contains("Paris"), "the real model names Paris");
+    assert!(
+        capital["text"].as_str().unwrap().contains("Paris"),
+        "the real model names Paris"
+    );
 }
