@@ -2,7 +2,7 @@
 //! ragged ones included, for each weight dtype; and the multi-threaded backend ops agree with
 //! single-threaded runs.
 
-use idefics3::backend::cpu::matmul::{available_isas, matmul_isa};
+use idefics3::backend::cpu::matmul::{available_isas, gemm, matmul_isa, BMat};
 use idefics3::backend::cpu::{CpuBackend, CpuWeight};
 use idefics3::backend::{ActDtype, Backend};
 use idefics3::weights::Checkpoint;
@@ -113,16 +113,148 @@ fn every_matmul_path_matches_the_reference() {
 }
 
 #[test]
-fn bf16_rounding_in_matmul_and_thread_counts_agree() {
+fn bf16_kernel_is_exact_on_bf16_values_and_rounds_like_the_reference() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(42);
+    for &(m, k, n) in &[
+        (1, 96, 70),
+        (3, 33, 9),
+        (9, 96, 70),
+        (40, 577, 65),
+        (130, 64, 33),
+    ] {
+        let (w, exact, _ck) = weight(&dir, n, k, Dtype::BF16, &mut rng);
+        let x: Vec<f32> = rng
+            .vec(m * k)
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_f32())
+            .collect();
+        for isa in available_isas() {
+            let mut plain = vec![0f32; m * n];
+            gemm(
+                isa,
+                &x,
+                m,
+                k,
+                BMat::Weight(&w),
+                None,
+                true,
+                false,
+                &mut plain,
+            );
+            let mut rounded = vec![0f32; m * n];
+            gemm(
+                isa,
+                &x,
+                m,
+                k,
+                BMat::Weight(&w),
+                None,
+                true,
+                true,
+                &mut rounded,
+            );
+            for i in 0..m {
+                for j in 0..n {
+                    let r: f64 = (0..k)
+                        .map(|p| x[i * k + p] as f64 * exact[j * k + p] as f64)
+                        .sum();
+                    let got = plain[i * n + j] as f64;
+                    assert!(
+                        (got - r).abs() <= 1e-6 * (k as f64 + 1.0),
+                        "{isa:?} ({m},{k},{n}) [{i},{j}]: {got} vs {r}"
+                    );
+                    assert_eq!(
+                        rounded[i * n + j],
+                        half::bf16::from_f32(plain[i * n + j]).to_f32()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn weights_are_rounded_to_bf16_in_bf16_mode() {
+    // An f32 checkpoint run in bf16 mode reads its weights rounded, as model.to(torch.bfloat16).
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(7);
+    let (_, exact, ck) = weight(&dir, 37, 50, Dtype::F32, &mut rng);
+    let b = CpuBackend::new(ActDtype::Bf16, Some(2)).unwrap();
+    let w = b.load_weight(ck.get("w").unwrap(), 37).unwrap();
+    for m in [1, 2, 20] {
+        let x: Vec<f32> = rng
+            .vec(m * 50)
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_f32())
+            .collect();
+        for isa in available_isas() {
+            let mut out = vec![0f32; m * 37];
+            gemm(
+                isa,
+                &x,
+                m,
+                50,
+                BMat::Weight(&w),
+                None,
+                true,
+                false,
+                &mut out,
+            );
+            for i in 0..m {
+                for j in 0..37 {
+                    let r: f64 = (0..50)
+                        .map(|p| {
+                            x[i * 50 + p] as f64
+                                * half::bf16::from_f32(exact[j * 50 + p]).to_f32() as f64
+                        })
+                        .sum();
+                    assert!((out[i * 37 + j] as f64 - r).abs() < 1e-4, "{isa:?} m={m}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn strided_views_multiply_like_their_dense_copies() {
+    // B as a strided view (as attention reads K and Vᵀ out of the KV cache).
+    let mut rng = Rng(99);
+    let (rows, cols, stride) = (23, 19, 41);
+    let data = rng.vec(rows * stride + cols * 3);
+    let dense: Vec<f32> = (0..cols)
+        .flat_map(|c| (0..rows).map(move |r| (r, c)))
+        .map(|(r, c)| data[c + r * stride])
+        .collect();
+    let m = 17;
+    let a = rng.vec(m * rows);
+    for isa in available_isas() {
+        let view = BMat::View {
+            data: &data,
+            rows: cols,
+            cols: rows,
+            row_stride: 1,
+            col_stride: stride,
+        };
+        let mut got = vec![0f32; m * cols];
+        gemm(isa, &a, m, rows, view, None, false, false, &mut got);
+        for i in 0..m {
+            for j in 0..cols {
+                let r: f64 = (0..rows)
+                    .map(|p| a[i * rows + p] as f64 * dense[j * rows + p] as f64)
+                    .sum();
+                assert!((got[i * cols + j] as f64 - r).abs() < 1e-4, "{isa:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn thread_counts_give_identical_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(5);
     let (w, _, _ck) = weight(&dir, 70, 96, Dtype::F32, &mut rng);
     let x = rng.vec(9 * 96);
-    let plain = matmul_isa(available_isas()[0], &x, 9, &w, None, false);
-    let rounded = matmul_isa(available_isas()[0], &x, 9, &w, None, true);
-    for (p, r) in plain.iter().zip(&rounded) {
-        assert_eq!(*r, half::bf16::from_f32(*p).to_f32());
-    }
     // The same op on 1 and 2 threads gives identical bits (tiles never split a dot product).
     let one = CpuBackend::new(ActDtype::F32, Some(1)).unwrap();
     let two = CpuBackend::new(ActDtype::F32, Some(2)).unwrap();

@@ -1,16 +1,32 @@
-//! Scaled dot-product attention (the numerics of torch's CPU flash attention), one query row at a time: scores for one row live in a buffer as long
-//! as the visible keys, so the full score matrix is never materialised, even for long sequences.
+//! Scaled dot-product attention with the numerics of torch's CPU flash attention: scores in f32,
+//! softmax in f32, the unnormalised probabilities multiplied with V in the activation dtype, the f32
+//! row sum divided out last. Queries are processed in blocks: a block's scores over the keys it may see
+//! live in a buffer of `block × keys`, so the full score matrix of a long sequence is never built.
+//! Blocks of many queries use the matmul kernels (Q·Kᵀ and P·V); a few queries (decoding) use a
+//! row-by-row loop parallel over heads.
 
 use rayon::prelude::*;
 
+use super::matmul::{best_isa, gemm, BMat};
 use super::CpuTensor;
 use crate::backend::{AttentionMask, AttentionParams};
 use crate::numeric::round_bf16;
 
-/// Query rows per task.
-const ROWS_PER_TASK: usize = 8;
+/// Queries per block in the matmul path.
+const Q_BLOCK: usize = 128;
+/// Below this many query rows the row-by-row path is used.
+const MIN_GEMM_ROWS: usize = 16;
 
-/// Attention of every query row of `q` over the keys it may see; softmax in f32.
+#[inline(always)]
+fn r(v: f32, round: bool) -> f32 {
+    if round {
+        round_bf16(v)
+    } else {
+        v
+    }
+}
+
+/// Attention of every query row of `q` over the keys it may see.
 pub fn attention(
     q: &CpuTensor,
     k: &CpuTensor,
@@ -24,77 +40,188 @@ pub fn attention(
     assert_eq!(k.cols, kv_cols, "attention: k width");
     assert_eq!(v.cols, kv_cols, "attention: v width");
     assert_eq!(k.rows, v.rows, "attention: k and v lengths differ");
-    let group = p.heads / p.kv_heads;
     let mut out = vec![0f32; q.rows * q_cols];
-    out.par_chunks_mut(ROWS_PER_TASK * q_cols)
-        .enumerate()
-        .for_each_init(
-            || (Vec::new(), vec![0f32; hd]),
-            |(scores, acc): &mut (Vec<f32>, Vec<f32>), (chunk, out_rows)| {
-                for (r, out_row) in out_rows.chunks_exact_mut(q_cols).enumerate() {
-                    let i = chunk * ROWS_PER_TASK + r;
-                    let (k0, k1) = match p.mask {
-                        AttentionMask::Bidirectional { seq_len, .. } => {
-                            let s = i / seq_len;
-                            (s * seq_len, (s + 1) * seq_len)
-                        }
-                        AttentionMask::Causal { offset } => (0, offset + i + 1),
-                    };
-                    let valid = match p.mask {
-                        AttentionMask::Bidirectional { key_valid, .. } => key_valid,
-                        AttentionMask::Causal { .. } => None,
-                    };
-                    for h in 0..p.heads {
-                        let g = h / group;
-                        let qv = &q.data[i * q_cols + h * hd..][..hd];
-                        scores.clear();
-                        let mut max = f32::NEG_INFINITY;
-                        for j in k0..k1 {
-                            let s = if valid.is_some_and(|m| !m[j]) {
-                                f32::NEG_INFINITY
-                            } else {
-                                dot(qv, &k.data[j * kv_cols + g * hd..][..hd]) * p.scale
-                            };
-                            max = max.max(s);
-                            scores.push(s);
-                        }
-                        let mut sum = 0f32;
-                        for s in scores.iter_mut() {
-                            let e = (*s - max).exp();
-                            sum += e;
-                            // torch's CPU flash attention multiplies V by the unnormalised
-                            // probabilities in the activation dtype and divides by the f32 sum last.
-                            *s = if round { round_bf16(e) } else { e };
-                        }
-                        let inv = 1.0 / sum;
-                        acc.iter_mut().for_each(|a| *a = 0.0);
-                        for (j, &w) in (k0..k1).zip(scores.iter()) {
-                            if w == 0.0 {
-                                continue;
-                            }
-                            let vv = &v.data[j * kv_cols + g * hd..][..hd];
-                            for (a, &x) in acc.iter_mut().zip(vv) {
-                                *a += w * x;
-                            }
-                        }
-                        let o = &mut out_row[h * hd..(h + 1) * hd];
-                        for (o, &a) in o.iter_mut().zip(acc.iter()) {
-                            let val = a * inv;
-                            *o = if round { round_bf16(val) } else { val };
-                        }
-                    }
-                }
-            },
-        );
+    if q.rows < MIN_GEMM_ROWS {
+        rows_path(q, k, v, p, round, &mut out);
+    } else {
+        blocked_path(q, k, v, p, round, &mut out);
+    }
     out
+}
+
+/// Keys visible to query row `i`: a range, and the validity mask of the bidirectional case.
+fn key_range(p: &AttentionParams, i: usize) -> (usize, usize) {
+    match p.mask {
+        AttentionMask::Bidirectional { seq_len, .. } => {
+            let s = i / seq_len;
+            (s * seq_len, (s + 1) * seq_len)
+        }
+        AttentionMask::Causal { offset } => (0, offset + i + 1),
+    }
+}
+
+fn key_valid<'a>(p: &AttentionParams<'a>) -> Option<&'a [bool]> {
+    match p.mask {
+        AttentionMask::Bidirectional { key_valid, .. } => key_valid,
+        AttentionMask::Causal { .. } => None,
+    }
+}
+
+/// Softmax numerators of one row of scores, in place; returns the f32 sum. Masked entries are −∞.
+#[inline]
+fn softmax_numerators(scores: &mut [f32], round: bool) -> f32 {
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let mut sum = 0f32;
+    for s in scores.iter_mut() {
+        let e = (*s - max).exp();
+        sum += e;
+        *s = r(e, round);
+    }
+    sum
+}
+
+fn blocked_path(
+    q: &CpuTensor,
+    k: &CpuTensor,
+    v: &CpuTensor,
+    p: &AttentionParams,
+    round: bool,
+    out: &mut [f32],
+) {
+    let hd = p.head_dim;
+    let (q_cols, kv_cols) = (p.heads * hd, p.kv_heads * hd);
+    let group = p.heads / p.kv_heads;
+    let isa = best_isa();
+    // Blocks never straddle two bidirectional sequences.
+    let seq = match p.mask {
+        AttentionMask::Bidirectional { seq_len, .. } => seq_len,
+        AttentionMask::Causal { .. } => q.rows,
+    };
+    let blocks_per_seq = seq.div_ceil(Q_BLOCK);
+    let n_seqs = q.rows / seq;
+    let tasks: Vec<(usize, usize, usize)> = (0..n_seqs)
+        .flat_map(|s| (0..p.heads).flat_map(move |h| (0..blocks_per_seq).map(move |b| (s, h, b))))
+        .collect();
+    let results: Vec<(usize, usize, usize, Vec<f32>)> = tasks
+        .into_par_iter()
+        .map(|(s, h, b)| {
+            let i0 = s * seq + b * Q_BLOCK;
+            let i1 = (i0 + Q_BLOCK).min((s + 1) * seq);
+            let rows = i1 - i0;
+            let g = h / group;
+            let (k0, _) = key_range(p, i0);
+            let (_, k1) = key_range(p, i1 - 1);
+            let keys = k1 - k0;
+            let qh: Vec<f32> = (i0..i1)
+                .flat_map(|i| {
+                    q.data[i * q_cols + h * hd..i * q_cols + (h + 1) * hd]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            let mut scores = vec![0f32; rows * keys];
+            let kview = BMat::View {
+                data: &k.data[k0 * kv_cols + g * hd..],
+                rows: keys,
+                cols: hd,
+                row_stride: kv_cols,
+                col_stride: 1,
+            };
+            gemm(isa, &qh, rows, hd, kview, None, round, false, &mut scores);
+            let valid = key_valid(p);
+            let mut sums = vec![0f32; rows];
+            for (ri, row) in scores.chunks_exact_mut(keys).enumerate() {
+                let (_, visible_end) = key_range(p, i0 + ri);
+                for (j, sc) in row.iter_mut().enumerate() {
+                    let key = k0 + j;
+                    let visible = key < visible_end && valid.is_none_or(|m| m[key]);
+                    *sc = if visible {
+                        *sc * p.scale
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                }
+                sums[ri] = softmax_numerators(row, round);
+            }
+            // P·V with B = Vᵀ: row d of B is column d of V's head slice.
+            let vview = BMat::View {
+                data: &v.data[k0 * kv_cols + g * hd..],
+                rows: hd,
+                cols: keys,
+                row_stride: 1,
+                col_stride: kv_cols,
+            };
+            let mut o = vec![0f32; rows * hd];
+            gemm(isa, &scores, rows, keys, vview, None, round, false, &mut o);
+            for (ri, row) in o.chunks_exact_mut(hd).enumerate() {
+                let inv = 1.0 / sums[ri];
+                for x in row.iter_mut() {
+                    *x = r(*x * inv, round);
+                }
+            }
+            (i0, i1, h, o)
+        })
+        .collect();
+    for (i0, i1, h, o) in results {
+        for (ri, i) in (i0..i1).enumerate() {
+            out[i * q_cols + h * hd..i * q_cols + (h + 1) * hd]
+                .copy_from_slice(&o[ri * hd..(ri + 1) * hd]);
+        }
+    }
+}
+
+fn rows_path(
+    q: &CpuTensor,
+    k: &CpuTensor,
+    v: &CpuTensor,
+    p: &AttentionParams,
+    round: bool,
+    out: &mut [f32],
+) {
+    let hd = p.head_dim;
+    let (q_cols, kv_cols) = (p.heads * hd, p.kv_heads * hd);
+    let group = p.heads / p.kv_heads;
+    let valid = key_valid(p);
+    let results: Vec<(usize, usize, Vec<f32>)> = (0..q.rows)
+        .flat_map(|i| (0..p.heads).map(move |h| (i, h)))
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map_init(Vec::new, |scores: &mut Vec<f32>, (i, h)| {
+            let (k0, k1) = key_range(p, i);
+            let g = h / group;
+            let qv = &q.data[i * q_cols + h * hd..][..hd];
+            scores.clear();
+            for j in k0..k1 {
+                let s = if valid.is_some_and(|m| !m[j]) {
+                    f32::NEG_INFINITY
+                } else {
+                    dot(qv, &k.data[j * kv_cols + g * hd..][..hd]) * p.scale
+                };
+                scores.push(s);
+            }
+            let sum = softmax_numerators(scores, round);
+            let mut acc = vec![0f32; hd];
+            for (j, &w) in (k0..k1).zip(scores.iter()) {
+                if w != 0.0 {
+                    axpy(w, &v.data[j * kv_cols + g * hd..][..hd], &mut acc);
+                }
+            }
+            let inv = 1.0 / sum;
+            acc.iter_mut().for_each(|a| *a = r(*a * inv, round));
+            (i, h, acc)
+        })
+        .collect();
+    for (i, h, acc) in results {
+        out[i * q_cols + h * hd..i * q_cols + (h + 1) * hd].copy_from_slice(&acc);
+    }
 }
 
 #[inline]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8 * 8;
-    for c in (0..chunks).step_by(8) {
-        for l in 0..8 {
+    let mut acc = [0f32; 16];
+    let chunks = a.len() / 16 * 16;
+    for c in (0..chunks).step_by(16) {
+        for l in 0..16 {
             acc[l] += a[c + l] * b[c + l];
         }
     }
@@ -103,4 +230,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         s += a[i] * b[i];
     }
     s
+}
+
+#[inline]
+fn axpy(w: f32, x: &[f32], acc: &mut [f32]) {
+    for (a, &v) in acc.iter_mut().zip(x) {
+        *a += w * v;
+    }
 }

@@ -1,23 +1,30 @@
-//! `out = x·Wᵀ (+ b)` for f32 activations `x [m, k]` and a weight `W [n, k]` read in its storage dtype
-//! (bf16, f16, f32), accumulated in f32. The work is cut into tiles of rows of x × rows of W; each tile
-//! widens its rows of W once into a small f32 buffer and runs a register-blocked dot-product kernel.
-//! The kernel body is written once and compiled for several instruction sets, chosen at run time.
+//! `C = A·Bᵀ (+ bias)`: activations `A [m, k]` (f32) times a matrix `B [n, k]` given row-wise, which is
+//! either a checkpoint weight read in its storage dtype (bf16, f16, f32) or an f32 activation view (the
+//! keys and values inside attention). Accumulation is always f32.
+//!
+//! Kernels, chosen at run time for the CPU:
+//! - `Avx512Bf16`: `vdpbf16ps` on bf16 operands — used only when the values are bf16 already (bf16
+//!   activations, bf16 or bf16-rounded weights), so the products are exact and only the f32
+//!   accumulation order differs from a plain reference.
+//! - `Avx512`: f32 FMA; B is packed into 32-column panels, A is broadcast (12×32 register tile).
+//! - `Avx2` and `Portable`: a register-blocked dot-product kernel compiled for each target.
+//!
+//! Large products are cut into (rows of A × panels of B) tasks over the thread pool; a one-row product
+//! (decoding) streams the weight rows straight from the memory map instead of packing them.
 
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 use super::CpuWeight;
-use crate::numeric::round_bf16;
+use crate::numeric::{bf16_to_f32, f16_to_f32, round_bf16};
+use crate::weights::DType;
 
-/// Rows of x per task.
-const MB: usize = 64;
-/// Rows of W per task (a multiple of the kernel's 4).
-const NB: usize = 32;
-
-/// Instruction sets the kernel is compiled for.
+/// Instruction sets the kernels are compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
+    /// AVX-512F with the BF16 dot-product extension.
+    Avx512Bf16,
     /// AVX-512F with FMA, 16 lanes.
     Avx512,
     /// AVX2 with FMA, 8 lanes.
@@ -31,7 +38,11 @@ pub fn available_isas() -> Vec<Isa> {
     let mut v = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+        let avx512 = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma");
+        if avx512 && is_x86_feature_detected!("avx512bf16") {
+            v.push(Isa::Avx512Bf16);
+        }
+        if avx512 {
             v.push(Isa::Avx512);
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -42,18 +53,93 @@ pub fn available_isas() -> Vec<Isa> {
     v
 }
 
-/// The best instruction set of this CPU (detected once).
+/// The best instruction set of this CPU (detected once; `IDEFICS3_ISA=avx512|avx2|portable` caps it).
 pub fn best_isa() -> Isa {
     static BEST: OnceLock<Isa> = OnceLock::new();
-    *BEST.get_or_init(|| available_isas()[0])
+    *BEST.get_or_init(|| {
+        let all = available_isas();
+        let cap = match std::env::var("IDEFICS3_ISA").as_deref() {
+            Ok("avx512") => Some(Isa::Avx512),
+            Ok("avx2") => Some(Isa::Avx2),
+            Ok("portable") => Some(Isa::Portable),
+            _ => None,
+        };
+        match cap {
+            Some(c) => all
+                .iter()
+                .copied()
+                .find(|&i| i == c)
+                .unwrap_or(Isa::Portable),
+            None => all[0],
+        }
+    })
 }
 
-/// `x·Wᵀ (+ bias)` with the best kernel; `round` rounds each output to bf16.
+/// The right-hand matrix `B [n, k]`, read row-wise.
+#[derive(Clone, Copy)]
+pub enum BMat<'a> {
+    /// A checkpoint weight (rows = output features).
+    Weight(&'a CpuWeight),
+    /// An f32 view: element (r, c) at `data[r·row_stride + c·col_stride]`.
+    View {
+        /// Backing data.
+        data: &'a [f32],
+        /// Rows (n).
+        rows: usize,
+        /// Columns (k).
+        cols: usize,
+        /// Step between rows.
+        row_stride: usize,
+        /// Step between columns.
+        col_stride: usize,
+    },
+}
+
+impl BMat<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            BMat::Weight(w) => w.rows,
+            BMat::View { rows, .. } => *rows,
+        }
+    }
+
+    fn cols(&self) -> usize {
+        match self {
+            BMat::Weight(w) => w.cols,
+            BMat::View { cols, .. } => *cols,
+        }
+    }
+
+    /// Row `r` widened to f32 into `out` (`cols` slots).
+    fn row_into(&self, r: usize, out: &mut [f32]) {
+        match self {
+            BMat::Weight(w) => w.rows_into(r, r + 1, out),
+            BMat::View {
+                data,
+                row_stride,
+                col_stride,
+                ..
+            } => {
+                let base = r * row_stride;
+                if *col_stride == 1 {
+                    out.copy_from_slice(&data[base..base + out.len()]);
+                } else {
+                    for (c, o) in out.iter_mut().enumerate() {
+                        *o = data[base + c * col_stride];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `x·Wᵀ (+ bias)` with the best kernel; `round` rounds each output to bf16 and says that `x` holds
+/// bf16 values (the bf16 dot-product kernel is then exact on its products).
 pub fn matmul(x: &[f32], m: usize, w: &CpuWeight, bias: Option<&[f32]>, round: bool) -> Vec<f32> {
     matmul_isa(best_isa(), x, m, w, bias, round)
 }
 
-/// `x·Wᵀ (+ bias)` with the kernel compiled for `isa` (which the CPU must support).
+/// `x·Wᵀ (+ bias)` with the kernels of `isa` (which the CPU must support).
 pub fn matmul_isa(
     isa: Isa,
     x: &[f32],
@@ -62,56 +148,88 @@ pub fn matmul_isa(
     bias: Option<&[f32]>,
     round: bool,
 ) -> Vec<f32> {
-    let (n, k) = (w.rows, w.cols);
-    assert_eq!(x.len(), m * k, "matmul: x has the wrong size");
-    if let Some(b) = bias {
-        assert_eq!(b.len(), n, "matmul: bias has the wrong size");
+    let mut out = vec![0f32; m * w.rows];
+    gemm(
+        isa,
+        x,
+        m,
+        w.cols,
+        BMat::Weight(w),
+        bias,
+        round,
+        round,
+        &mut out,
+    );
+    out
+}
+
+/// `out[m, n] = a[m, k]·Bᵀ (+ bias)`, `a` row-major with row stride `k`. `bf16_inputs` promises that
+/// `a` and `B` hold bf16 values (enabling the bf16 kernel); `round` rounds the outputs to bf16.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    isa: Isa,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    b: BMat,
+    bias: Option<&[f32]>,
+    bf16_inputs: bool,
+    round: bool,
+    out: &mut [f32],
+) {
+    let n = b.rows();
+    assert_eq!(b.cols(), k, "gemm: inner dimensions differ");
+    assert_eq!(a.len(), m * k, "gemm: a has the wrong size");
+    assert_eq!(out.len(), m * n, "gemm: out has the wrong size");
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), n, "gemm: bias has the wrong size");
     }
     assert!(
         available_isas().contains(&isa),
-        "matmul: {isa:?} is not supported by this CPU"
+        "gemm: {isa:?} is not supported by this CPU"
     );
-    let mut out = vec![0f32; m * n];
     if m == 0 || n == 0 {
-        return out;
+        return;
     }
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    let m_blocks = m.div_ceil(MB);
-    let n_blocks = n.div_ceil(NB);
-    (0..m_blocks * n_blocks)
-        .into_par_iter()
-        .for_each_init(Vec::new, |pack: &mut Vec<f32>, t| {
-            let (bi, bj) = (t / n_blocks, t % n_blocks);
-            let (n0, n1) = (bj * NB, ((bj + 1) * NB).min(n));
-            let nr = n1 - n0;
-            pack.clear();
-            pack.resize(nr.div_ceil(4) * 4 * k, 0.0);
-            w.rows_into(n0, n1, &mut pack[..nr * k]);
-            let args = TileArgs {
-                x,
-                k,
-                m0: bi * MB,
-                m1: ((bi + 1) * MB).min(m),
-                pack,
-                nr,
-                n,
-                n0,
-                out: out_ptr,
-                bias,
-                round,
-            };
-            // SAFETY: tiles write disjoint (row, column) ranges of `out`; the ISA was checked above.
-            unsafe {
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => tile_avx512(&args),
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => tile_avx2(&args),
-                    _ => tile::<Plain, 8>(&args),
-                }
+    let epi = Epilogue { bias, round };
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Bf16 | Isa::Avx512 if m <= GEMV_ROWS => {
+            if let BMat::Weight(w) = b {
+                return x86::gemv(a, m, w, &epi, out);
             }
-        });
-    out
+            x86::gemm_packed(isa == Isa::Avx512Bf16 && bf16_inputs, a, m, k, b, &epi, out)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Bf16 | Isa::Avx512 => {
+            x86::gemm_packed(isa == Isa::Avx512Bf16 && bf16_inputs, a, m, k, b, &epi, out)
+        }
+        _ => dot_gemm(isa, a, m, k, b, &epi, out),
+    }
+}
+
+/// At most this many rows of A go through the streaming (matrix-vector) path.
+const GEMV_ROWS: usize = 4;
+
+/// Bias and rounding applied to each output.
+struct Epilogue<'a> {
+    bias: Option<&'a [f32]>,
+    round: bool,
+}
+
+impl Epilogue<'_> {
+    #[inline(always)]
+    fn apply(&self, col: usize, v: f32) -> f32 {
+        let v = match self.bias {
+            Some(b) => v + b[col],
+            None => v,
+        };
+        if self.round {
+            round_bf16(v)
+        } else {
+            v
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -120,19 +238,69 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-struct TileArgs<'a> {
+impl SendPtr {
+    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Dot-product kernel (AVX2 and portable): rows of B widened into a small buffer, MR×4 dot products.
+
+const DOT_MB: usize = 64;
+const DOT_NB: usize = 32;
+
+fn dot_gemm(isa: Isa, a: &[f32], m: usize, k: usize, b: BMat, epi: &Epilogue, out: &mut [f32]) {
+    let n = b.rows();
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let m_blocks = m.div_ceil(DOT_MB);
+    let n_blocks = n.div_ceil(DOT_NB);
+    (0..m_blocks * n_blocks)
+        .into_par_iter()
+        .for_each_init(Vec::new, |pack: &mut Vec<f32>, t| {
+            let (bi, bj) = (t / n_blocks, t % n_blocks);
+            let (n0, n1) = (bj * DOT_NB, ((bj + 1) * DOT_NB).min(n));
+            let nr = n1 - n0;
+            pack.clear();
+            pack.resize(nr.div_ceil(4) * 4 * k, 0.0);
+            for j in 0..nr {
+                b.row_into(n0 + j, &mut pack[j * k..(j + 1) * k]);
+            }
+            let args = DotArgs {
+                x: a,
+                k,
+                m0: bi * DOT_MB,
+                m1: ((bi + 1) * DOT_MB).min(m),
+                pack,
+                nr,
+                n,
+                n0,
+                out: out_ptr,
+                epi,
+            };
+            // SAFETY: tiles write disjoint (row, column) ranges of `out`; the ISA was checked.
+            unsafe {
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => dot_tile_avx2(&args),
+                    _ => dot_tile::<Plain, 8>(&args),
+                }
+            }
+        });
+}
+
+struct DotArgs<'a> {
     x: &'a [f32],
     k: usize,
     m0: usize,
     m1: usize,
-    /// `nr` widened rows of W, zero-padded to a multiple of 4 rows.
     pack: &'a [f32],
     nr: usize,
     n: usize,
     n0: usize,
     out: SendPtr,
-    bias: Option<&'a [f32]>,
-    round: bool,
+    epi: &'a Epilogue<'a>,
 }
 
 trait Madd {
@@ -140,7 +308,9 @@ trait Madd {
 }
 
 /// Fused multiply-add (only where the target has FMA: elsewhere `mul_add` is a slow library call).
+#[cfg(target_arch = "x86_64")]
 struct Fused;
+#[cfg(target_arch = "x86_64")]
 impl Madd for Fused {
     #[inline(always)]
     fn madd(a: f32, b: f32, c: f32) -> f32 {
@@ -157,19 +327,13 @@ impl Madd for Plain {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-unsafe fn tile_avx512(a: &TileArgs) {
-    tile::<Fused, 16>(a)
-}
-
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2(a: &TileArgs) {
-    tile::<Fused, 8>(a)
+unsafe fn dot_tile_avx2(a: &DotArgs) {
+    dot_tile::<Fused, 8>(a)
 }
 
 #[inline(always)]
-unsafe fn tile<M: Madd, const L: usize>(t: &TileArgs) {
+unsafe fn dot_tile<M: Madd, const L: usize>(t: &DotArgs) {
     let k = t.k;
     let xrow = |i: usize| &t.x[i * k..(i + 1) * k];
     let wrow = |j: usize| &t.pack[j * k..(j + 1) * k];
@@ -179,14 +343,14 @@ unsafe fn tile<M: Madd, const L: usize>(t: &TileArgs) {
             let a = [xrow(i), xrow(i + 1), xrow(i + 2), xrow(i + 3)];
             for j in (0..t.nr).step_by(4) {
                 let r = dot::<4, M, L>(&a, &[wrow(j), wrow(j + 1), wrow(j + 2), wrow(j + 3)], k);
-                store(t, i, j, &r);
+                dot_store(t, i, j, &r);
             }
             i += 4;
         } else {
             let a = [xrow(i)];
             for j in (0..t.nr).step_by(4) {
                 let r = dot::<1, M, L>(&a, &[wrow(j), wrow(j + 1), wrow(j + 2), wrow(j + 3)], k);
-                store(t, i, j, &r);
+                dot_store(t, i, j, &r);
             }
             i += 1;
         }
@@ -194,20 +358,13 @@ unsafe fn tile<M: Madd, const L: usize>(t: &TileArgs) {
 }
 
 #[inline(always)]
-unsafe fn store<const MR: usize>(t: &TileArgs, i: usize, j: usize, r: &[[f32; 4]; MR]) {
+unsafe fn dot_store<const MR: usize>(t: &DotArgs, i: usize, j: usize, r: &[[f32; 4]; MR]) {
     for (ii, row) in r.iter().enumerate() {
         for (jj, &v) in row.iter().enumerate() {
             if j + jj < t.nr {
                 let col = t.n0 + j + jj;
-                let mut v = v;
-                if let Some(b) = t.bias {
-                    v += b[col];
-                }
-                if t.round {
-                    v = round_bf16(v);
-                }
                 // SAFETY: (i + ii, col) lies in this tile, which no other task writes.
-                *t.out.0.add((i + ii) * t.n + col) = v;
+                *t.out.get().add((i + ii) * t.n + col) = t.epi.apply(col, v);
             }
         }
     }
@@ -250,4 +407,340 @@ fn dot<const MR: usize, M: Madd, const L: usize>(
         }
     }
     res
+}
+
+// ---------------------------------------------------------------------------------------------------
+// AVX-512 kernels.
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use rayon::prelude::*;
+
+    use super::{bf16_to_f32, f16_to_f32, BMat, DType, Epilogue, SendPtr};
+    use crate::backend::cpu::CpuWeight;
+
+    /// Columns of B per panel (two zmm registers).
+    const NR: usize = 32;
+    /// Rows of A per register tile.
+    const MR: usize = 12;
+    /// Rows of A per task.
+    const MB: usize = 192;
+    /// Panels per task.
+    const PANELS_PER_TASK: usize = 4;
+
+    fn to_bf16_bits(v: f32) -> u16 {
+        (crate::numeric::round_bf16(v).to_bits() >> 16) as u16
+    }
+
+    /// Packs B into panels of NR columns: f32 `[k][NR]`, or bf16 pairs `[ceil(k/2)][NR][2]`.
+    fn pack_b(b: BMat, k: usize, bf16: bool) -> (Vec<f32>, Vec<u16>) {
+        let n = b.rows();
+        let panels = n.div_ceil(NR);
+        let k2 = k.div_ceil(2);
+        let (mut pf, mut ph) = (Vec::new(), Vec::new());
+        if bf16 {
+            ph = vec![0u16; panels * k2 * NR * 2];
+            ph.par_chunks_mut(k2 * NR * 2).enumerate().for_each_init(
+                || vec![0f32; k],
+                |row, (p, panel)| {
+                    for j in 0..NR.min(n - p * NR) {
+                        b.row_into(p * NR + j, row);
+                        for (c, &v) in row.iter().enumerate() {
+                            panel[((c / 2) * NR + j) * 2 + c % 2] = to_bf16_bits(v);
+                        }
+                    }
+                },
+            );
+        } else {
+            pf = vec![0f32; panels * k * NR];
+            pf.par_chunks_mut(k * NR).enumerate().for_each_init(
+                || vec![0f32; k],
+                |row, (p, panel)| {
+                    for j in 0..NR.min(n - p * NR) {
+                        b.row_into(p * NR + j, row);
+                        for (c, &v) in row.iter().enumerate() {
+                            panel[c * NR + j] = v;
+                        }
+                    }
+                },
+            );
+        }
+        (pf, ph)
+    }
+
+    pub(super) fn gemm_packed(
+        bf16: bool,
+        a: &[f32],
+        m: usize,
+        k: usize,
+        b: BMat,
+        epi: &Epilogue,
+        out: &mut [f32],
+    ) {
+        let n = b.rows();
+        let (pf, ph) = pack_b(b, k, bf16);
+        let k2 = k.div_ceil(2);
+        // A as bf16 pairs, rows padded to an even length.
+        let ah: Vec<u16> = if bf16 {
+            let mut v = vec![0u16; m * k2 * 2];
+            v.par_chunks_mut(k2 * 2)
+                .zip(a.par_chunks(k))
+                .for_each(|(d, s)| {
+                    for (o, &x) in d.iter_mut().zip(s) {
+                        *o = to_bf16_bits(x);
+                    }
+                });
+            v
+        } else {
+            Vec::new()
+        };
+        let panels = n.div_ceil(NR);
+        let task_panels = PANELS_PER_TASK.min(panels);
+        let p_blocks = panels.div_ceil(task_panels);
+        let m_blocks = m.div_ceil(MB);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        (0..m_blocks * p_blocks).into_par_iter().for_each(|t| {
+            let (bi, bp) = (t / p_blocks, t % p_blocks);
+            let (m0, m1) = (bi * MB, ((bi + 1) * MB).min(m));
+            for p in bp * task_panels..((bp + 1) * task_panels).min(panels) {
+                let n0 = p * NR;
+                let nr = NR.min(n - n0);
+                let mut i = m0;
+                while i < m1 {
+                    let mr = MR.min(m1 - i);
+                    // SAFETY: the CPU has AVX-512 (checked by the caller); each task writes its own rows
+                    // and columns of `out`; the panels and rows read are in bounds.
+                    unsafe {
+                        let c = out_ptr.get().add(i * n + n0);
+                        if bf16 {
+                            let ap = ah.as_ptr().add(i * k2 * 2) as *const u32;
+                            let bp = ph.as_ptr().add(p * k2 * NR * 2);
+                            tile_bf16(mr, k2, ap, k2, bp, c, n, nr, n0, epi);
+                        } else {
+                            let ap = a.as_ptr().add(i * k);
+                            let bp = pf.as_ptr().add(p * k * NR);
+                            tile_f32(mr, k, ap, k, bp, c, n, nr, n0, epi);
+                        }
+                    }
+                    i += mr;
+                }
+            }
+        });
+    }
+
+    macro_rules! dispatch_mr {
+        ($mr:expr, $f:ident, $($arg:expr),*) => {
+            match $mr {
+                1 => $f::<1>($($arg),*), 2 => $f::<2>($($arg),*), 3 => $f::<3>($($arg),*),
+                4 => $f::<4>($($arg),*), 5 => $f::<5>($($arg),*), 6 => $f::<6>($($arg),*),
+                7 => $f::<7>($($arg),*), 8 => $f::<8>($($arg),*), 9 => $f::<9>($($arg),*),
+                10 => $f::<10>($($arg),*), 11 => $f::<11>($($arg),*), _ => $f::<12>($($arg),*),
+            }
+        };
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_f32(
+        mr: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        nr: usize,
+        n0: usize,
+        epi: &Epilogue,
+    ) {
+        dispatch_mr!(mr, kernel_f32, k, a, lda, b, c, ldc, nr, n0, epi)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_bf16(
+        mr: usize,
+        k2: usize,
+        a: *const u32,
+        lda2: usize,
+        b: *const u16,
+        c: *mut f32,
+        ldc: usize,
+        nr: usize,
+        n0: usize,
+        epi: &Epilogue,
+    ) {
+        dispatch_mr!(mr, kernel_bf16, k2, a, lda2, b, c, ldc, nr, n0, epi)
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel_f32<const R: usize>(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        nr: usize,
+        n0: usize,
+        epi: &Epilogue,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for p in 0..k {
+            let b0 = _mm512_loadu_ps(b.add(p * NR));
+            let b1 = _mm512_loadu_ps(b.add(p * NR + 16));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(i * lda + p));
+                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+            }
+        }
+        store(&acc, c, ldc, nr, n0, epi);
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel_bf16<const R: usize>(
+        k2: usize,
+        a: *const u32,
+        lda2: usize,
+        b: *const u16,
+        c: *mut f32,
+        ldc: usize,
+        nr: usize,
+        n0: usize,
+        epi: &Epilogue,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for p in 0..k2 {
+            let b0: __m512bh =
+                std::mem::transmute(_mm512_loadu_si512(b.add(p * NR * 2) as *const _));
+            let b1: __m512bh =
+                std::mem::transmute(_mm512_loadu_si512(b.add(p * NR * 2 + 32) as *const _));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*a.add(i * lda2 + p) as i32));
+                row[0] = _mm512_dpbf16_ps(row[0], av, b0);
+                row[1] = _mm512_dpbf16_ps(row[1], av, b1);
+            }
+        }
+        store(&acc, c, ldc, nr, n0, epi);
+    }
+
+    #[inline(always)]
+    unsafe fn store<const R: usize>(
+        acc: &[[__m512; 2]; R],
+        c: *mut f32,
+        ldc: usize,
+        nr: usize,
+        n0: usize,
+        epi: &Epilogue,
+    ) {
+        let mut buf = [0f32; 32];
+        for (i, row) in acc.iter().enumerate() {
+            _mm512_storeu_ps(buf.as_mut_ptr(), row[0]);
+            _mm512_storeu_ps(buf.as_mut_ptr().add(16), row[1]);
+            let dst = c.add(i * ldc);
+            for (j, &v) in buf.iter().enumerate().take(nr) {
+                *dst.add(j) = epi.apply(n0 + j, v);
+            }
+        }
+    }
+
+    /// Few rows of A: stream each weight row once from the mapped file, widening in registers.
+    pub(super) fn gemv(a: &[f32], m: usize, w: &CpuWeight, epi: &Epilogue, out: &mut [f32]) {
+        let (n, k) = (w.rows, w.cols);
+        let threads = rayon::current_num_threads().max(1);
+        // Enough chunks to balance, few enough that scheduling costs little.
+        let chunk = n.div_ceil(threads * 4).max(16).next_multiple_of(4);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let bytes = w.bytes();
+        let es = w.dtype.size();
+        (0..n.div_ceil(chunk)).into_par_iter().for_each(|ci| {
+            let (r0, r1) = (ci * chunk, ((ci + 1) * chunk).min(n));
+            for i in 0..m {
+                let x = &a[i * k..(i + 1) * k];
+                let mut r = r0;
+                while r < r1 {
+                    let rows = 4.min(r1 - r);
+                    let mut sums = [0f32; 4];
+                    // SAFETY: AVX-512 was checked by the caller; rows r..r+rows are in bounds.
+                    unsafe {
+                        let p = bytes.as_ptr().add(r * k * es);
+                        dot_rows(w.dtype, w.rounds(), x, p, k, rows, &mut sums);
+                    }
+                    for (j, &s) in sums.iter().enumerate().take(rows) {
+                        // SAFETY: each chunk writes its own columns.
+                        unsafe { *out_ptr.get().add(i * n + r + j) = epi.apply(r + j, s) };
+                    }
+                    r += rows;
+                }
+            }
+        });
+    }
+
+    /// Dot products of `x` with `rows` (≤ 4) consecutive weight rows starting at `p`.
+    #[target_feature(enable = "avx512f,avx512bw,fma")]
+    unsafe fn dot_rows(
+        dtype: DType,
+        round: bool,
+        x: &[f32],
+        p: *const u8,
+        k: usize,
+        rows: usize,
+        sums: &mut [f32; 4],
+    ) {
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let full = k / 16 * 16;
+        let es = dtype.size();
+        let mut c = 0;
+        while c < full {
+            let xv = _mm512_loadu_ps(x.as_ptr().add(c));
+            for (j, a) in acc.iter_mut().enumerate().take(rows) {
+                let src = p.add((j * k + c) * es);
+                let mut wv = match dtype {
+                    DType::BF16 => {
+                        let h = _mm256_loadu_si256(src as *const __m256i);
+                        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+                    }
+                    DType::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(src as *const __m256i)),
+                    DType::F32 => _mm512_loadu_ps(src as *const f32),
+                };
+                if round {
+                    wv = round_bf16_ps(wv);
+                }
+                *a = _mm512_fmadd_ps(xv, wv, *a);
+            }
+            c += 16;
+        }
+        for (j, s) in sums.iter_mut().enumerate().take(rows) {
+            let mut t = _mm512_reduce_add_ps(acc[j]);
+            for q in full..k {
+                let src = p.add((j * k + q) * es);
+                let mut wv = match dtype {
+                    DType::BF16 => bf16_to_f32(u16::from_le_bytes([*src, *src.add(1)])),
+                    DType::F16 => f16_to_f32(u16::from_le_bytes([*src, *src.add(1)])),
+                    DType::F32 => f32::from_le_bytes([*src, *src.add(1), *src.add(2), *src.add(3)]),
+                };
+                if round {
+                    wv = crate::numeric::round_bf16(wv);
+                }
+                t += x[q] * wv;
+            }
+            *s = t;
+        }
+    }
+
+    /// Round-to-nearest-even to bf16 on 16 lanes (NaN inputs do not occur in weights we round).
+    #[inline(always)]
+    unsafe fn round_bf16_ps(v: __m512) -> __m512 {
+        let u = _mm512_castps_si512(v);
+        let lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+        let r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+        _mm512_castsi512_ps(_mm512_and_si512(
+            r,
+            _mm512_set1_epi32(0xffff_0000u32 as i32),
+        ))
+    }
 }
