@@ -296,7 +296,7 @@ fn resolve_vision(f: &Fields) -> Result<VisionConfig> {
             return Err(f.err(name, "must be at least 1"));
         }
     }
-    if v.hidden_size % v.num_attention_heads != 0 {
+    if !v.hidden_size.is_multiple_of(v.num_attention_heads) {
         return Err(f.err(
             "num_attention_heads",
             format!(

@@ -130,7 +130,7 @@ impl<B: Backend> Idefics3<B> {
             )));
         }
         let side = px.size / vc.patch_size;
-        if side == 0 || side % self.config.scale_factor != 0 {
+        if side == 0 || !side.is_multiple_of(self.config.scale_factor) {
             return Err(Error::input(format!(
                 "tiles of {0}×{0} pixels make {side} patches per side, which the scale factor {1} does not \
                  divide",

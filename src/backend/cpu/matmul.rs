@@ -716,7 +716,7 @@ mod x86 {
         }
         for (j, s) in sums.iter_mut().enumerate().take(rows) {
             let mut t = _mm512_reduce_add_ps(acc[j]);
-            for q in full..k {
+            for (q, &xq) in x.iter().enumerate().skip(full) {
                 let src = p.add((j * k + q) * es);
                 let mut wv = match dtype {
                     DType::BF16 => bf16_to_f32(u16::from_le_bytes([*src, *src.add(1)])),
@@ -726,7 +726,7 @@ mod x86 {
                 if round {
                     wv = crate::numeric::round_bf16(wv);
                 }
-                t += x[q] * wv;
+                t += xq * wv;
             }
             *s = t;
         }

@@ -134,7 +134,7 @@ impl Backend for CpuBackend {
     fn load_weight(&self, t: &TensorRef, rows: usize) -> Result<CpuWeight> {
         let dtype = t.dtype()?;
         let numel = t.numel();
-        if rows == 0 || numel % rows != 0 {
+        if rows == 0 || !numel.is_multiple_of(rows) {
             return Err(Error::tensor(
                 &t.name,
                 format!("{numel} elements cannot be viewed as {rows} rows"),
