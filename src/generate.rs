@@ -36,6 +36,8 @@ pub struct SamplingParams {
     pub repetition_penalty: f32,
     /// Seed of the sampler.
     pub seed: u64,
+    /// Keep generating through end-of-sequence tokens (benchmarks need exactly `max_new_tokens`).
+    pub ignore_eos: bool,
 }
 
 impl SamplingParams {
@@ -48,6 +50,7 @@ impl SamplingParams {
             top_p: 1.0,
             repetition_penalty: 1.0,
             seed: 0,
+            ignore_eos: false,
         }
     }
 
@@ -279,7 +282,7 @@ pub fn generate<B: Backend>(
         if !on_token(next) {
             break StopReason::Cancelled;
         }
-        if stop_ids.contains(&next) {
+        if !params.ignore_eos && stop_ids.contains(&next) {
             break StopReason::EndOfSequence;
         }
         if out.len() < budget && out.len() < params.max_new_tokens {

@@ -37,6 +37,40 @@ enum Command {
     /// Runs the model on tensors saved from the transformers processor and writes the logits of every
     /// position (and, with --greedy N, N greedy tokens) for exact comparison with a reference.
     Forward(ForwardArgs),
+    /// Times the stages of one request (load, preprocessing, vision, prefill, first token, decode) over
+    /// several runs; medians and peak memory.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Checkpoint directory (or a cached / downloadable model id).
+    #[arg(long)]
+    model: String,
+    /// An image file; repeat for several.
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// The user's text.
+    #[arg(long, default_value = "Describe this image in detail.")]
+    prompt: String,
+    /// Exactly this many new tokens per run (end-of-sequence ignored).
+    #[arg(long, default_value_t = 128)]
+    new_tokens: usize,
+    /// Measured runs (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Unmeasured runs first.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Activation precision.
+    #[arg(long, default_value = "bf16")]
+    dtype: ActDtype,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -128,6 +162,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => run_generate(a),
         Command::Preprocess(a) => run_preprocess(a),
         Command::Forward(a) => run_forward(a),
+        Command::Bench(a) => run_bench(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -309,5 +344,75 @@ fn run_forward(a: ForwardArgs) -> anyhow::Result<()> {
     }
     write_tensors(&a.out, tensors)?;
     println!("{summary}");
+    Ok(())
+}
+
+fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
+    if a.runs == 0 {
+        return Err(Error::input("--runs must be at least 1").into());
+    }
+    let dir = resolve_model(&a.model)?;
+    let t = std::time::Instant::now();
+    let engine = Engine::load(
+        &dir,
+        EngineOptions {
+            dtype: a.dtype,
+            threads: a.threads,
+        },
+    )?;
+    let load_s = t.elapsed().as_secs_f64();
+    let spec = idefics3::bench::BenchSpec {
+        images: a.images.clone(),
+        prompt: a.prompt.clone(),
+        new_tokens: a.new_tokens,
+        runs: a.runs,
+        warmup: a.warmup,
+    };
+    let threads = engine.model().backend().threads();
+    let r = idefics3::bench::run(&engine, load_s, &spec)?;
+    let dtype = match a.dtype {
+        ActDtype::F32 => "f32",
+        ActDtype::Bf16 => "bf16",
+    };
+    let isa = format!("{:?}", idefics3::backend::cpu::matmul::best_isa());
+    if a.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["model"] = dir.display().to_string().into();
+        v["dtype"] = dtype.into();
+        v["backend"] = "cpu".into();
+        v["isa"] = isa.into();
+        v["threads"] = threads.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let name = dir.file_name().map_or_else(
+            || dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        println!("| model | precision | backend | threads | tok/s |");
+        println!("|---|---|---|---|---|");
+        println!(
+            "| {name} | {dtype} | cpu ({isa}) | {threads} | {:.2} |",
+            r.decode_tok_s
+        );
+        println!();
+        println!("| stage | median of {} runs |", r.runs);
+        println!("|---|---|");
+        println!("| load | {:.3} s |", r.load_s);
+        println!("| preprocessing | {:.3} s |", r.preprocess_s);
+        println!(
+            "| vision | {:.3} s ({} tiles, {:.3} s per tile) |",
+            r.vision_s, r.tiles, r.vision_s_per_tile
+        );
+        println!(
+            "| prefill | {:.1} tok/s ({} prompt tokens) |",
+            r.prefill_tok_s, r.prompt_tokens
+        );
+        println!("| time to first token | {:.3} s |", r.ttft_s);
+        println!(
+            "| decode | {:.2} tok/s ({} new tokens) |",
+            r.decode_tok_s, r.new_tokens
+        );
+        println!("| peak RSS | {:.0} MB |", r.peak_rss_mb);
+    }
     Ok(())
 }

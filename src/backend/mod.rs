@@ -102,6 +102,15 @@ pub trait Backend: Send + Sync {
         w: &Self::Weight,
         bias: Option<&Self::Weight>,
     ) -> Self::Tensor;
+    /// Several products of the same activations (`x·Wᵢᵀ (+ bᵢ)`), e.g. q/k/v; a device may run them
+    /// as one launch.
+    fn matmul_multi(
+        &self,
+        x: &Self::Tensor,
+        ws: &[(&Self::Weight, Option<&Self::Weight>)],
+    ) -> Vec<Self::Tensor> {
+        ws.iter().map(|(w, b)| self.matmul(x, w, *b)).collect()
+    }
     /// LayerNorm over each row, affine.
     fn layer_norm(
         &self,

@@ -190,10 +190,18 @@ impl<B: Backend> TextModel<B> {
         };
         for (l, layer) in self.layers.iter().enumerate() {
             let h = b.rms_norm(&x, &layer.input_norm, eps);
-            let mut q = b.matmul(&h, &layer.q.w, layer.q.b.as_ref());
-            let mut k = b.matmul(&h, &layer.k.w, layer.k.b.as_ref());
-            let v = b.matmul(&h, &layer.v.w, layer.v.b.as_ref());
+            let mut qkv = b.matmul_multi(
+                &h,
+                &[
+                    (&layer.q.w, layer.q.b.as_ref()),
+                    (&layer.k.w, layer.k.b.as_ref()),
+                    (&layer.v.w, layer.v.b.as_ref()),
+                ],
+            );
             drop(h);
+            let v = qkv.pop().expect("three outputs");
+            let mut k = qkv.pop().expect("three outputs");
+            let mut q = qkv.pop().expect("three outputs");
             b.rope(&mut q, c.head_dim, &positions, &self.inv_freq);
             b.rope(&mut k, c.head_dim, &positions, &self.inv_freq);
             b.append_rows(&mut cache.k[l], &k);
@@ -202,9 +210,14 @@ impl<B: Backend> TextModel<B> {
             let o = b.matmul(&a, &layer.o.w, layer.o.b.as_ref());
             b.add_assign(&mut x, &o);
             let h = b.rms_norm(&x, &layer.post_norm, eps);
-            let g = b.matmul(&h, &layer.gate.w, layer.gate.b.as_ref());
-            let u = b.matmul(&h, &layer.up.w, layer.up.b.as_ref());
-            let m = b.silu_mul(&g, &u);
+            let gu = b.matmul_multi(
+                &h,
+                &[
+                    (&layer.gate.w, layer.gate.b.as_ref()),
+                    (&layer.up.w, layer.up.b.as_ref()),
+                ],
+            );
+            let m = b.silu_mul(&gu[0], &gu[1]);
             let d = b.matmul(&m, &layer.down.w, layer.down.b.as_ref());
             b.add_assign(&mut x, &d);
         }

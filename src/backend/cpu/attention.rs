@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{best_isa, gemm, BMat};
+use super::matmul::{best_isa, gemm, BMat, Isa};
 use super::CpuTensor;
 use crate::backend::{AttentionMask, AttentionParams};
 use crate::numeric::round_bf16;
@@ -182,41 +182,116 @@ fn rows_path(
     let (q_cols, kv_cols) = (p.heads * hd, p.kv_heads * hd);
     let group = p.heads / p.kv_heads;
     let valid = key_valid(p);
-    let results: Vec<(usize, usize, Vec<f32>)> = (0..q.rows)
+    let tasks: Vec<(usize, usize)> = (0..q.rows)
         .flat_map(|i| (0..p.heads).map(move |h| (i, h)))
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map_init(Vec::new, |scores: &mut Vec<f32>, (i, h)| {
-            let (k0, k1) = key_range(p, i);
-            let g = h / group;
-            let qv = &q.data[i * q_cols + h * hd..][..hd];
-            scores.clear();
-            for j in k0..k1 {
-                let s = if valid.is_some_and(|m| !m[j]) {
-                    f32::NEG_INFINITY
-                } else {
-                    dot(qv, &k.data[j * kv_cols + g * hd..][..hd]) * p.scale
-                };
-                scores.push(s);
-            }
-            let sum = softmax_numerators(scores, round);
-            let mut acc = vec![0f32; hd];
-            for (j, &w) in (k0..k1).zip(scores.iter()) {
-                if w != 0.0 {
-                    axpy(w, &v.data[j * kv_cols + g * hd..][..hd], &mut acc);
-                }
-            }
-            let inv = 1.0 / sum;
-            acc.iter_mut().for_each(|a| *a = r(*a * inv, round));
-            (i, h, acc)
-        })
         .collect();
+    let one = |scores: &mut Vec<f32>, (i, h): (usize, usize)| {
+        let (k0, k1) = key_range(p, i);
+        let g = h / group;
+        let qv = &q.data[i * q_cols + h * hd..][..hd];
+        let kh = &k.data[g * hd..];
+        let vh = &v.data[g * hd..];
+        let mut acc = vec![0f32; hd];
+        let sum = attend_row(
+            qv, kh, vh, kv_cols, k0, k1, valid, p.scale, round, scores, &mut acc,
+        );
+        let inv = 1.0 / sum;
+        acc.iter_mut().for_each(|a| *a = r(*a * inv, round));
+        (i, h, acc)
+    };
+    // Short contexts are cheaper on one thread than a fork-join.
+    let work = q.rows * p.heads * k.rows * hd;
+    let results: Vec<(usize, usize, Vec<f32>)> = if work < 1 << 18 {
+        let mut scores = Vec::new();
+        tasks.into_iter().map(|t| one(&mut scores, t)).collect()
+    } else {
+        tasks.into_par_iter().map_init(Vec::new, one).collect()
+    };
     for (i, h, acc) in results {
         out[i * q_cols + h * hd..i * q_cols + (h + 1) * hd].copy_from_slice(&acc);
     }
 }
 
-#[inline]
+/// Scores of one query against keys `k0..k1` (rows of `kh` with stride `ld`), softmax numerators, and
+/// their weighted sum of the value rows into `acc`; returns the softmax denominator.
+#[allow(clippy::too_many_arguments)]
+fn attend_row(
+    qv: &[f32],
+    kh: &[f32],
+    vh: &[f32],
+    ld: usize,
+    k0: usize,
+    k1: usize,
+    valid: Option<&[bool]>,
+    scale: f32,
+    round: bool,
+    scores: &mut Vec<f32>,
+    acc: &mut [f32],
+) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(best_isa(), Isa::Avx512Bf16 | Isa::Avx512) {
+        // SAFETY: the CPU has AVX-512F and FMA.
+        return unsafe {
+            attend_row_avx512(qv, kh, vh, ld, k0, k1, valid, scale, round, scores, acc)
+        };
+    }
+    attend_row_generic(qv, kh, vh, ld, k0, k1, valid, scale, round, scores, acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_row_avx512(
+    qv: &[f32],
+    kh: &[f32],
+    vh: &[f32],
+    ld: usize,
+    k0: usize,
+    k1: usize,
+    valid: Option<&[bool]>,
+    scale: f32,
+    round: bool,
+    scores: &mut Vec<f32>,
+    acc: &mut [f32],
+) -> f32 {
+    attend_row_generic(qv, kh, vh, ld, k0, k1, valid, scale, round, scores, acc)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_row_generic(
+    qv: &[f32],
+    kh: &[f32],
+    vh: &[f32],
+    ld: usize,
+    k0: usize,
+    k1: usize,
+    valid: Option<&[bool]>,
+    scale: f32,
+    round: bool,
+    scores: &mut Vec<f32>,
+    acc: &mut [f32],
+) -> f32 {
+    let hd = qv.len();
+    scores.clear();
+    for j in k0..k1 {
+        let s = if valid.is_some_and(|m| !m[j]) {
+            f32::NEG_INFINITY
+        } else {
+            dot(qv, &kh[j * ld..j * ld + hd]) * scale
+        };
+        scores.push(s);
+    }
+    let sum = softmax_numerators(scores, round);
+    for (j, &w) in (k0..k1).zip(scores.iter()) {
+        if w != 0.0 {
+            axpy(w, &vh[j * ld..j * ld + hd], acc);
+        }
+    }
+    sum
+}
+
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let chunks = a.len() / 16 * 16;
@@ -232,7 +307,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-#[inline]
+#[inline(always)]
 fn axpy(w: f32, x: &[f32], acc: &mut [f32]) {
     for (a, &v) in acc.iter_mut().zip(x) {
         *a += w * v;

@@ -163,6 +163,40 @@ pub fn matmul_isa(
     out
 }
 
+/// Several products `x·Wᵢᵀ (+ bᵢ)` of the same activations, one output each; decoding runs them in one
+/// parallel region.
+pub fn matmul_multi(
+    x: &[f32],
+    m: usize,
+    ws: &[(&CpuWeight, Option<&[f32]>)],
+    round: bool,
+) -> Vec<Vec<f32>> {
+    let isa = best_isa();
+    let mut outs: Vec<Vec<f32>> = ws.iter().map(|(w, _)| vec![0f32; m * w.rows]).collect();
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx512Bf16 | Isa::Avx512) && m <= GEMV_ROWS && m > 0 {
+        let epis: Vec<Epilogue> = ws
+            .iter()
+            .map(|&(_, bias)| Epilogue { bias, round })
+            .collect();
+        let jobs: Vec<(&CpuWeight, &Epilogue, SendPtr)> = ws
+            .iter()
+            .zip(&epis)
+            .zip(outs.iter_mut())
+            .map(|((&(w, _), e), o)| {
+                assert_eq!(w.cols * m, x.len(), "matmul_multi: inner dimensions differ");
+                (w, e, SendPtr(o.as_mut_ptr()))
+            })
+            .collect();
+        x86::gemv_multi(x, m, &jobs);
+        return outs;
+    }
+    for ((w, bias), out) in ws.iter().zip(outs.iter_mut()) {
+        gemm(isa, x, m, w.cols, BMat::Weight(w), *bias, round, round, out);
+    }
+    outs
+}
+
 /// `out[m, n] = a[m, k]·Bᵀ (+ bias)`, `a` row-major with row stride `k`. `bf16_inputs` promises that
 /// `a` and `B` hold bf16 values (enabling the bf16 kernel); `round` rounds the outputs to bf16.
 #[allow(clippy::too_many_arguments)]
@@ -650,15 +684,29 @@ mod x86 {
 
     /// Few rows of A: stream each weight row once from the mapped file, widening in registers.
     pub(super) fn gemv(a: &[f32], m: usize, w: &CpuWeight, epi: &Epilogue, out: &mut [f32]) {
-        let (n, k) = (w.rows, w.cols);
+        gemv_multi(a, m, &[(w, epi, SendPtr(out.as_mut_ptr()))]);
+    }
+
+    /// Several products of the same few rows of A in one parallel region (q/k/v, gate/up), so that
+    /// decoding pays one fork-join per group instead of one per weight.
+    pub(super) fn gemv_multi(a: &[f32], m: usize, jobs: &[(&CpuWeight, &Epilogue, SendPtr)]) {
+        let total: usize = jobs.iter().map(|(w, _, _)| w.rows).sum();
         let threads = rayon::current_num_threads().max(1);
-        // Enough chunks to balance, few enough that scheduling costs little.
-        let chunk = n.div_ceil(threads * 4).max(16).next_multiple_of(4);
-        let out_ptr = SendPtr(out.as_mut_ptr());
-        let bytes = w.bytes();
-        let es = w.dtype.size();
-        (0..n.div_ceil(chunk)).into_par_iter().for_each(|ci| {
-            let (r0, r1) = (ci * chunk, ((ci + 1) * chunk).min(n));
+        // Two chunks per thread balance well; more only add scheduling.
+        let chunk = total.div_ceil(threads * 2).max(64).next_multiple_of(4);
+        let mut parts = Vec::new();
+        for (j, (w, _, _)) in jobs.iter().enumerate() {
+            let mut r = 0;
+            while r < w.rows {
+                parts.push((j, r, (r + chunk).min(w.rows)));
+                r += chunk;
+            }
+        }
+        let run = |&(j, r0, r1): &(usize, usize, usize)| {
+            let (w, epi, out) = jobs[j];
+            let (n, k) = (w.rows, w.cols);
+            let bytes = w.bytes();
+            let es = w.dtype.size();
             for i in 0..m {
                 let x = &a[i * k..(i + 1) * k];
                 let mut r = r0;
@@ -670,18 +718,23 @@ mod x86 {
                         let p = bytes.as_ptr().add(r * k * es);
                         dot_rows(w.dtype, w.rounds(), x, p, k, rows, &mut sums);
                     }
-                    for (j, &s) in sums.iter().enumerate().take(rows) {
-                        // SAFETY: each chunk writes its own columns.
-                        unsafe { *out_ptr.get().add(i * n + r + j) = epi.apply(r + j, s) };
+                    for (jj, &s) in sums.iter().enumerate().take(rows) {
+                        // SAFETY: each part writes its own columns of its own output.
+                        unsafe { *out.get().add(i * n + r + jj) = epi.apply(r + jj, s) };
                     }
                     r += rows;
                 }
             }
-        });
+        };
+        if parts.len() == 1 {
+            run(&parts[0]);
+        } else {
+            parts.par_iter().for_each(run);
+        }
     }
 
     /// Dot products of `x` with `rows` (≤ 4) consecutive weight rows starting at `p`.
-    #[target_feature(enable = "avx512f,avx512bw,fma")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn dot_rows(
         dtype: DType,
         round: bool,
@@ -691,44 +744,79 @@ mod x86 {
         rows: usize,
         sums: &mut [f32; 4],
     ) {
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let full = k / 16 * 16;
-        let es = dtype.size();
+        macro_rules! go {
+            ($r:literal) => {
+                match (dtype, round) {
+                    (DType::BF16, _) => dot_rows_n::<$r, 0, false>(x, p, k, sums),
+                    (DType::F16, false) => dot_rows_n::<$r, 1, false>(x, p, k, sums),
+                    (DType::F16, true) => dot_rows_n::<$r, 1, true>(x, p, k, sums),
+                    (DType::F32, false) => dot_rows_n::<$r, 2, false>(x, p, k, sums),
+                    (DType::F32, true) => dot_rows_n::<$r, 2, true>(x, p, k, sums),
+                }
+            };
+        }
+        match rows {
+            4 => go!(4),
+            3 => go!(3),
+            2 => go!(2),
+            _ => go!(1),
+        }
+    }
+
+    /// Sixteen weights of dtype `D` (0 bf16, 1 f16, 2 f32) at `src`, widened (and rounded to bf16).
+    #[inline(always)]
+    unsafe fn load16<const D: u8, const ROUND: bool>(src: *const u8) -> __m512 {
+        let v = match D {
+            0 => {
+                let h = _mm256_loadu_si256(src as *const __m256i);
+                _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+            }
+            1 => _mm512_cvtph_ps(_mm256_loadu_si256(src as *const __m256i)),
+            _ => _mm512_loadu_ps(src as *const f32),
+        };
+        if ROUND {
+            round_bf16_ps(v)
+        } else {
+            v
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,fma")]
+    unsafe fn dot_rows_n<const R: usize, const D: u8, const ROUND: bool>(
+        x: &[f32],
+        p: *const u8,
+        k: usize,
+        sums: &mut [f32; 4],
+    ) {
+        let es = if D == 2 { 4 } else { 2 };
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        let full = k / 32 * 32;
         let mut c = 0;
         while c < full {
-            let xv = _mm512_loadu_ps(x.as_ptr().add(c));
-            for (j, a) in acc.iter_mut().enumerate().take(rows) {
+            let x0 = _mm512_loadu_ps(x.as_ptr().add(c));
+            let x1 = _mm512_loadu_ps(x.as_ptr().add(c + 16));
+            for (j, a) in acc.iter_mut().enumerate() {
                 let src = p.add((j * k + c) * es);
-                let mut wv = match dtype {
-                    DType::BF16 => {
-                        let h = _mm256_loadu_si256(src as *const __m256i);
-                        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
-                    }
-                    DType::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(src as *const __m256i)),
-                    DType::F32 => _mm512_loadu_ps(src as *const f32),
-                };
-                if round {
-                    wv = round_bf16_ps(wv);
-                }
-                *a = _mm512_fmadd_ps(xv, wv, *a);
+                a[0] = _mm512_fmadd_ps(x0, load16::<D, ROUND>(src), a[0]);
+                a[1] = _mm512_fmadd_ps(x1, load16::<D, ROUND>(src.add(16 * es)), a[1]);
             }
-            c += 16;
+            c += 32;
         }
-        for (j, s) in sums.iter_mut().enumerate().take(rows) {
-            let mut t = _mm512_reduce_add_ps(acc[j]);
+        for (j, a) in acc.iter().enumerate() {
+            let mut t = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
             for (q, &xq) in x.iter().enumerate().skip(full) {
                 let src = p.add((j * k + q) * es);
-                let mut wv = match dtype {
-                    DType::BF16 => bf16_to_f32(u16::from_le_bytes([*src, *src.add(1)])),
-                    DType::F16 => f16_to_f32(u16::from_le_bytes([*src, *src.add(1)])),
-                    DType::F32 => f32::from_le_bytes([*src, *src.add(1), *src.add(2), *src.add(3)]),
+                let mut wv = match D {
+                    0 => bf16_to_f32(u16::from_le_bytes([*src, *src.add(1)])),
+                    1 => f16_to_f32(u16::from_le_bytes([*src, *src.add(1)])),
+                    _ => f32::from_le_bytes([*src, *src.add(1), *src.add(2), *src.add(3)]),
                 };
-                if round {
+                if ROUND {
                     wv = crate::numeric::round_bf16(wv);
                 }
                 t += xq * wv;
             }
-            *s = t;
+            sums[j] = t;
         }
     }
 

@@ -16,6 +16,10 @@ use crate::error::{Error, Result};
 use crate::numeric::{convert_into, round_bf16};
 use crate::weights::{DType, MappedFile, TensorRef};
 
+/// Row-wise ops on at most this many rows (decoding) run on the calling thread: a fork-join costs
+/// more than the work.
+const SEQUENTIAL_ROWS: usize = 4;
+
 /// An activation matrix in host memory.
 #[derive(Debug, Clone)]
 pub struct CpuTensor {
@@ -208,15 +212,47 @@ impl Backend for CpuBackend {
         self.tensor(out, x.rows, w.rows)
     }
 
+    fn matmul_multi(
+        &self,
+        x: &CpuTensor,
+        ws: &[(&CpuWeight, Option<&CpuWeight>)],
+    ) -> Vec<CpuTensor> {
+        let biases: Vec<Option<Vec<f32>>> =
+            ws.iter().map(|(_, b)| b.map(CpuWeight::to_vec)).collect();
+        let jobs: Vec<(&CpuWeight, Option<&[f32]>)> = ws
+            .iter()
+            .zip(&biases)
+            .map(|((w, _), b)| {
+                assert_eq!(x.cols, w.cols, "matmul_multi: inner dimensions differ");
+                (*w, b.as_deref())
+            })
+            .collect();
+        let outs = self
+            .pool
+            .install(|| matmul::matmul_multi(&x.data, x.rows, &jobs, self.bf16()));
+        outs.into_iter()
+            .zip(ws)
+            .map(|(o, (w, _))| self.tensor(o, x.rows, w.rows))
+            .collect()
+    }
+
     fn layer_norm(&self, x: &CpuTensor, w: &CpuWeight, b: &CpuWeight, eps: f32) -> CpuTensor {
         let (w, b) = (w.to_vec(), b.to_vec());
         let mut out = vec![0.0; x.data.len()];
         let round = self.bf16();
-        self.pool.install(|| {
-            out.par_chunks_mut(x.cols)
-                .zip(x.data.par_chunks(x.cols))
-                .for_each(|(o, r)| elementwise::layer_norm_row(r, &w, &b, eps, round, o));
-        });
+        let row =
+            |(o, r): (&mut [f32], &[f32])| elementwise::layer_norm_row(r, &w, &b, eps, round, o);
+        if x.rows <= SEQUENTIAL_ROWS {
+            out.chunks_mut(x.cols)
+                .zip(x.data.chunks(x.cols))
+                .for_each(row);
+        } else {
+            self.pool.install(|| {
+                out.par_chunks_mut(x.cols)
+                    .zip(x.data.par_chunks(x.cols))
+                    .for_each(row)
+            });
+        }
         self.tensor(out, x.rows, x.cols)
     }
 
@@ -224,11 +260,18 @@ impl Backend for CpuBackend {
         let w = w.to_vec();
         let mut out = vec![0.0; x.data.len()];
         let round = self.bf16();
-        self.pool.install(|| {
-            out.par_chunks_mut(x.cols)
-                .zip(x.data.par_chunks(x.cols))
-                .for_each(|(o, r)| elementwise::rms_norm_row(r, &w, eps, round, o));
-        });
+        let row = |(o, r): (&mut [f32], &[f32])| elementwise::rms_norm_row(r, &w, eps, round, o);
+        if x.rows <= SEQUENTIAL_ROWS {
+            out.chunks_mut(x.cols)
+                .zip(x.data.chunks(x.cols))
+                .for_each(row);
+        } else {
+            self.pool.install(|| {
+                out.par_chunks_mut(x.cols)
+                    .zip(x.data.par_chunks(x.cols))
+                    .for_each(row)
+            });
+        }
         self.tensor(out, x.rows, x.cols)
     }
 
@@ -243,6 +286,9 @@ impl Backend for CpuBackend {
 
     fn gelu_tanh(&self, x: &mut CpuTensor) {
         let round = self.bf16();
+        if x.rows <= SEQUENTIAL_ROWS {
+            return elementwise::gelu_tanh(&mut x.data, round);
+        }
         self.pool.install(|| {
             x.data
                 .par_chunks_mut(4096)
