@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{best_isa, gemm, BMat, Isa};
+use super::matmul::{best_isa, BMat, Isa, Packed};
 use super::CpuTensor;
 use crate::backend::{AttentionMask, AttentionParams};
 use crate::numeric::round_bf16;
@@ -70,6 +70,11 @@ fn key_valid<'a>(p: &AttentionParams<'a>) -> Option<&'a [bool]> {
 /// Softmax numerators of one row of scores, in place; returns the f32 sum. Masked entries are −∞.
 #[inline]
 fn softmax_numerators(scores: &mut [f32], round: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if super::matmul::has_avx512() {
+        // SAFETY: the CPU has AVX-512F and FMA.
+        return unsafe { super::elementwise::simd::softmax_numerators(scores, round) };
+    }
     let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
     let mut sum = 0f32;
     for s in scores.iter_mut() {
@@ -91,79 +96,91 @@ fn blocked_path(
     let hd = p.head_dim;
     let (q_cols, kv_cols) = (p.heads * hd, p.kv_heads * hd);
     let group = p.heads / p.kv_heads;
-    let isa = best_isa();
     // Blocks never straddle two bidirectional sequences.
     let seq = match p.mask {
         AttentionMask::Bidirectional { seq_len, .. } => seq_len,
         AttentionMask::Causal { .. } => q.rows,
     };
-    let blocks_per_seq = seq.div_ceil(Q_BLOCK);
     let n_seqs = q.rows / seq;
-    let tasks: Vec<(usize, usize, usize)> = (0..n_seqs)
-        .flat_map(|s| (0..p.heads).flat_map(move |h| (0..blocks_per_seq).map(move |b| (s, h, b))))
+    let tasks: Vec<(usize, usize)> = (0..n_seqs)
+        .flat_map(|s| (0..p.heads).map(move |h| (s, h)))
         .collect();
-    let results: Vec<(usize, usize, usize, Vec<f32>)> = tasks
+    let valid = key_valid(p);
+    let results: Vec<(usize, usize, Vec<f32>)> = tasks
         .into_par_iter()
-        .map(|(s, h, b)| {
-            let i0 = s * seq + b * Q_BLOCK;
-            let i1 = (i0 + Q_BLOCK).min((s + 1) * seq);
-            let rows = i1 - i0;
+        .map(|(s, h)| {
             let g = h / group;
+            let (i0, i1) = (s * seq, (s + 1) * seq);
             let (k0, _) = key_range(p, i0);
             let (_, k1) = key_range(p, i1 - 1);
             let keys = k1 - k0;
-            let qh: Vec<f32> = (i0..i1)
-                .flat_map(|i| {
-                    q.data[i * q_cols + h * hd..i * q_cols + (h + 1) * hd]
-                        .iter()
-                        .copied()
-                })
-                .collect();
-            let mut scores = vec![0f32; rows * keys];
-            let kview = BMat::View {
-                data: &k.data[k0 * kv_cols + g * hd..],
-                rows: keys,
-                cols: hd,
-                row_stride: kv_cols,
-                col_stride: 1,
-            };
-            gemm(isa, &qh, rows, hd, kview, None, round, false, &mut scores);
-            let valid = key_valid(p);
-            let mut sums = vec![0f32; rows];
-            for (ri, row) in scores.chunks_exact_mut(keys).enumerate() {
-                let (_, visible_end) = key_range(p, i0 + ri);
-                for (j, sc) in row.iter_mut().enumerate() {
-                    let key = k0 + j;
-                    let visible = key < visible_end && valid.is_none_or(|m| m[key]);
-                    *sc = if visible {
-                        *sc * p.scale
-                    } else {
-                        f32::NEG_INFINITY
-                    };
+            // K and Vᵀ of this head, packed once for every query block.
+            let kp = Packed::new(
+                BMat::View {
+                    data: &k.data[k0 * kv_cols + g * hd..],
+                    rows: keys,
+                    cols: hd,
+                    row_stride: kv_cols,
+                    col_stride: 1,
+                },
+                round,
+            );
+            let vp = Packed::new(
+                BMat::View {
+                    data: &v.data[k0 * kv_cols + g * hd..],
+                    rows: hd,
+                    cols: keys,
+                    row_stride: 1,
+                    col_stride: kv_cols,
+                },
+                round,
+            );
+            let mut o = vec![0f32; seq * hd];
+            let mut qh = Vec::with_capacity(Q_BLOCK * hd);
+            let mut scores = Vec::new();
+            let mut ob = Vec::new();
+            for b0 in (i0..i1).step_by(Q_BLOCK) {
+                let b1 = (b0 + Q_BLOCK).min(i1);
+                let rows = b1 - b0;
+                let (_, visible) = key_range(p, b1 - 1);
+                let nk = visible - k0;
+                qh.clear();
+                for i in b0..b1 {
+                    qh.extend_from_slice(&q.data[i * q_cols + h * hd..i * q_cols + (h + 1) * hd]);
                 }
-                sums[ri] = softmax_numerators(row, round);
-            }
-            // P·V with B = Vᵀ: row d of B is column d of V's head slice.
-            let vview = BMat::View {
-                data: &v.data[k0 * kv_cols + g * hd..],
-                rows: hd,
-                cols: keys,
-                row_stride: 1,
-                col_stride: kv_cols,
-            };
-            let mut o = vec![0f32; rows * hd];
-            gemm(isa, &scores, rows, keys, vview, None, round, false, &mut o);
-            for (ri, row) in o.chunks_exact_mut(hd).enumerate() {
-                let inv = 1.0 / sums[ri];
-                for x in row.iter_mut() {
-                    *x = r(*x * inv, round);
+                // Scores over the keys visible to the block's last row; the rest of P stays zero.
+                scores.clear();
+                scores.resize(rows * nk, 0.0);
+                kp.gemm(&qh, rows, nk, &mut scores);
+                let mut probs = vec![0f32; rows * keys];
+                let mut sums = vec![0f32; rows];
+                for (ri, row) in scores.chunks_exact_mut(nk).enumerate() {
+                    let (_, end) = key_range(p, b0 + ri);
+                    for (j, sc) in row.iter_mut().enumerate() {
+                        let key = k0 + j;
+                        let ok = key < end && valid.is_none_or(|m| m[key]);
+                        *sc = if ok { *sc * p.scale } else { f32::NEG_INFINITY };
+                    }
+                    sums[ri] = softmax_numerators(row, round);
+                    probs[ri * keys..ri * keys + nk].copy_from_slice(row);
+                }
+                ob.clear();
+                ob.resize(rows * hd, 0.0);
+                vp.gemm(&probs, rows, hd, &mut ob);
+                for (ri, row) in ob.chunks_exact(hd).enumerate() {
+                    let inv = 1.0 / sums[ri];
+                    let dst = &mut o[(b0 - i0 + ri) * hd..(b0 - i0 + ri + 1) * hd];
+                    for (d, &x) in dst.iter_mut().zip(row) {
+                        *d = r(x * inv, round);
+                    }
                 }
             }
-            (i0, i1, h, o)
+            (s, h, o)
         })
         .collect();
-    for (i0, i1, h, o) in results {
-        for (ri, i) in (i0..i1).enumerate() {
+    for (s, h, o) in results {
+        for ri in 0..seq {
+            let i = s * seq + ri;
             out[i * q_cols + h * hd..i * q_cols + (h + 1) * hd]
                 .copy_from_slice(&o[ri * hd..(ri + 1) * hd]);
         }

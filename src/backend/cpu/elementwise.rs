@@ -33,13 +33,24 @@ pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, round: bool, out: &mut [f32]
     }
 }
 
+/// sqrt(2/π).
+const GELU_BETA: f32 = 0.797_884_6;
+const GELU_KAPPA: f32 = 0.044715;
+
 /// GELU with the tanh approximation (`gelu_pytorch_tanh`), in place.
 pub fn gelu_tanh(x: &mut [f32], round: bool) {
-    const BETA: f32 = 0.797_884_6; // sqrt(2/pi)
-    const KAPPA: f32 = 0.044715;
+    #[cfg(target_arch = "x86_64")]
+    if super::matmul::has_avx512() {
+        // SAFETY: the CPU has AVX-512F and FMA.
+        return unsafe { simd::gelu_tanh(x, round) };
+    }
+    gelu_tanh_scalar(x, round)
+}
+
+fn gelu_tanh_scalar(x: &mut [f32], round: bool) {
     for v in x.iter_mut() {
         let a = *v;
-        let inner = BETA * (a + KAPPA * a * a * a);
+        let inner = GELU_BETA * (a + GELU_KAPPA * a * a * a);
         *v = r(0.5 * a * (1.0 + inner.tanh()), round);
     }
 }
@@ -142,6 +153,47 @@ mod tests {
         assert_eq!(&out[..2], &[-0.5, 1.0]);
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_exp_and_gelu_match_the_scalar_functions() {
+        if !crate::backend::cpu::matmul::has_avx512() {
+            return;
+        }
+        let xs: Vec<f32> = (-2000..1760)
+            .map(|i| i as f32 * 0.05)
+            .chain([f32::NEG_INFINITY, -200.0, 0.0])
+            .collect();
+        for chunk in xs.chunks(16) {
+            let mut v = [0f32; 16];
+            v[..chunk.len()].copy_from_slice(chunk);
+            let mut out = [0f32; 16];
+            // SAFETY: AVX-512 checked above.
+            unsafe {
+                use std::arch::x86_64::*;
+                _mm512_storeu_ps(out.as_mut_ptr(), simd::exp_ps(_mm512_loadu_ps(v.as_ptr())));
+            }
+            for (x, e) in v.iter().zip(out) {
+                if *x < -87.5 {
+                    // Below the normal range the vector exp flushes to zero.
+                    assert_eq!(e, 0.0);
+                    continue;
+                }
+                let want = x.exp();
+                assert!(
+                    (e - want).abs() <= 4.0 * f32::EPSILON * want.max(f32::MIN_POSITIVE),
+                    "exp({x}) = {e}, want {want}"
+                );
+            }
+        }
+        let mut a: Vec<f32> = (-500..500).map(|i| i as f32 * 0.02).collect();
+        let mut b = a.clone();
+        gelu_tanh(&mut a, false);
+        gelu_tanh_scalar(&mut b, false);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
     #[test]
     fn gelu_tanh_known_values() {
         let mut x = [0.0f32, 1.0, -1.0, 3.0];
@@ -151,5 +203,121 @@ mod tests {
         for (a, b) in x.iter().zip(want) {
             assert!((a - b).abs() < 1e-5, "{x:?}");
         }
+    }
+}
+
+/// Vectorised exponentials for the hot element-wise loops (softmax numerators, GELU), accurate to a
+/// few ulp like the vectorised math torch uses; elsewhere the scalar library functions serve.
+#[cfg(target_arch = "x86_64")]
+pub mod simd {
+    use std::arch::x86_64::*;
+
+    /// e^x on 16 lanes: x = n·ln2 + r, a degree-7 polynomial for e^r (|r| ≤ ln2/2), scaled by 2^n;
+    /// 0 below the f32 range (−∞ included), +∞ above it.
+    #[inline(always)]
+    pub unsafe fn exp_ps(x: __m512) -> __m512 {
+        let lo = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.5), _CMP_LT_OQ);
+        let xc = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(-87.5)),
+            _mm512_set1_ps(88.722_83),
+        );
+        let n = _mm512_roundscale_ps(
+            _mm512_mul_ps(xc, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+            0,
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), xc);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+        let mut p = _mm512_set1_ps(1.0 / 5040.0);
+        for c in [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        let e = _mm512_scalef_ps(p, n);
+        _mm512_mask_blend_ps(lo, e, _mm512_setzero_ps())
+    }
+
+    /// Softmax numerators `e^(s − max)` in place (rounded to bf16 with `round`); returns their f32 sum.
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn softmax_numerators(s: &mut [f32], round: bool) -> f32 {
+        let n = s.len();
+        let full = n / 16 * 16;
+        let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+        for c in (0..full).step_by(16) {
+            m = _mm512_max_ps(m, _mm512_loadu_ps(s.as_ptr().add(c)));
+        }
+        let mut max = _mm512_reduce_max_ps(m);
+        for &v in &s[full..] {
+            max = max.max(v);
+        }
+        let mv = _mm512_set1_ps(max);
+        let mut sum = _mm512_setzero_ps();
+        let rnd = _mm512_set1_epi32(0x7fff);
+        let keep = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        for c in (0..full).step_by(16) {
+            let e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(s.as_ptr().add(c)), mv));
+            sum = _mm512_add_ps(sum, e);
+            let out = if round {
+                let u = _mm512_castps_si512(e);
+                let lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+                _mm512_castsi512_ps(_mm512_and_si512(
+                    _mm512_add_epi32(_mm512_add_epi32(u, rnd), lsb),
+                    keep,
+                ))
+            } else {
+                e
+            };
+            _mm512_storeu_ps(s.as_mut_ptr().add(c), out);
+        }
+        let mut total = _mm512_reduce_add_ps(sum);
+        for v in &mut s[full..] {
+            let e = (*v - max).exp();
+            total += e;
+            *v = if round {
+                crate::numeric::round_bf16(e)
+            } else {
+                e
+            };
+        }
+        total
+    }
+
+    /// GELU (tanh approximation) in place; tanh(u) = sign(u)·(1 − e)/(1 + e) with e = e^(−2|u|).
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn gelu_tanh(x: &mut [f32], round: bool) {
+        let full = x.len() / 16 * 16;
+        let beta = _mm512_set1_ps(super::GELU_BETA);
+        let kappa = _mm512_set1_ps(super::GELU_KAPPA);
+        let one = _mm512_set1_ps(1.0);
+        let sign = _mm512_set1_ps(-0.0);
+        for c in (0..full).step_by(16) {
+            let v = _mm512_loadu_ps(x.as_ptr().add(c));
+            let u = _mm512_mul_ps(
+                beta,
+                _mm512_fmadd_ps(_mm512_mul_ps(kappa, v), _mm512_mul_ps(v, v), v),
+            );
+            let au = _mm512_andnot_ps(sign, u);
+            let e = exp_ps(_mm512_mul_ps(_mm512_set1_ps(-2.0), au));
+            let t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+            let t = _mm512_or_ps(t, _mm512_and_ps(sign, u));
+            let mut g = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), v), _mm512_add_ps(one, t));
+            if round {
+                let ui = _mm512_castps_si512(g);
+                let lsb = _mm512_and_si512(_mm512_srli_epi32(ui, 16), _mm512_set1_epi32(1));
+                let r = _mm512_add_epi32(_mm512_add_epi32(ui, _mm512_set1_epi32(0x7fff)), lsb);
+                g = _mm512_castsi512_ps(_mm512_and_si512(
+                    r,
+                    _mm512_set1_epi32(0xffff_0000u32 as i32),
+                ));
+            }
+            _mm512_storeu_ps(x.as_mut_ptr().add(c), g);
+        }
+        super::gelu_tanh_scalar(&mut x[full..], round);
     }
 }

@@ -75,6 +75,11 @@ pub fn best_isa() -> Isa {
     })
 }
 
+/// Whether the AVX-512 kernels run on this CPU.
+pub fn has_avx512() -> bool {
+    matches!(best_isa(), Isa::Avx512Bf16 | Isa::Avx512)
+}
+
 /// The right-hand matrix `B [n, k]`, read row-wise.
 #[derive(Clone, Copy)]
 pub enum BMat<'a> {
@@ -239,6 +244,63 @@ pub fn gemm(
             x86::gemm_packed(isa == Isa::Avx512Bf16 && bf16_inputs, a, m, k, b, &epi, out)
         }
         _ => dot_gemm(isa, a, m, k, b, &epi, out),
+    }
+}
+
+/// A right-hand matrix packed once for several products on the calling thread (attention: K and Vᵀ
+/// of one head serve every query block).
+pub struct Packed<'a> {
+    #[cfg(target_arch = "x86_64")]
+    avx: Option<x86::PackedB>,
+    b: BMat<'a>,
+}
+
+impl<'a> Packed<'a> {
+    /// Packs `b` for the best kernel; `bf16_inputs` as in [`gemm`].
+    pub fn new(b: BMat<'a>, bf16_inputs: bool) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let isa = best_isa();
+            let avx = matches!(isa, Isa::Avx512Bf16 | Isa::Avx512).then(|| {
+                x86::PackedB::new(b, b.cols(), isa == Isa::Avx512Bf16 && bf16_inputs, false)
+            });
+            Packed { avx, b }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = bf16_inputs;
+            Packed { b }
+        }
+    }
+
+    /// `out[m, n] = a[m, k]·Bᵀ` over the first `n` rows of B, on the calling thread (no bias, no
+    /// rounding of the outputs).
+    pub fn gemm(&self, a: &[f32], m: usize, n: usize, out: &mut [f32]) {
+        let epi = Epilogue {
+            bias: None,
+            round: false,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = &self.avx {
+            return x86::gemm_prepacked(a, m, p, n, &epi, out, false);
+        }
+        let prefix = match self.b {
+            BMat::View {
+                data,
+                cols,
+                row_stride,
+                col_stride,
+                ..
+            } => BMat::View {
+                data,
+                rows: n,
+                cols,
+                row_stride,
+                col_stride,
+            },
+            BMat::Weight(w) => BMat::Weight(w),
+        };
+        dot_gemm(best_isa(), a, m, self.b.cols(), prefix, &epi, out);
     }
 }
 
@@ -468,40 +530,87 @@ mod x86 {
         (crate::numeric::round_bf16(v).to_bits() >> 16) as u16
     }
 
-    /// Packs B into panels of NR columns: f32 `[k][NR]`, or bf16 pairs `[ceil(k/2)][NR][2]`.
-    fn pack_b(b: BMat, k: usize, bf16: bool) -> (Vec<f32>, Vec<u16>) {
-        let n = b.rows();
-        let panels = n.div_ceil(NR);
-        let k2 = k.div_ceil(2);
-        let (mut pf, mut ph) = (Vec::new(), Vec::new());
-        if bf16 {
-            ph = vec![0u16; panels * k2 * NR * 2];
-            ph.par_chunks_mut(k2 * NR * 2).enumerate().for_each_init(
-                || vec![0f32; k],
-                |row, (p, panel)| {
+    /// B packed into panels of NR columns: f32 `[k][NR]`, or bf16 pairs `[ceil(k/2)][NR][2]`.
+    pub struct PackedB {
+        bf16: bool,
+        n: usize,
+        k: usize,
+        pf: Vec<f32>,
+        ph: Vec<u16>,
+    }
+
+    impl PackedB {
+        /// Packs `b` (in parallel over panels when `parallel`).
+        pub fn new(b: BMat, k: usize, bf16: bool, parallel: bool) -> Self {
+            let n = b.rows();
+            let panels = n.div_ceil(NR);
+            let k2 = k.div_ceil(2);
+            let (mut pf, mut ph) = (Vec::new(), Vec::new());
+            if bf16 {
+                ph = vec![0u16; panels * k2 * NR * 2];
+                let fill = |row: &mut Vec<f32>, (p, panel): (usize, &mut [u16])| {
                     for j in 0..NR.min(n - p * NR) {
                         b.row_into(p * NR + j, row);
-                        for (c, &v) in row.iter().enumerate() {
-                            panel[((c / 2) * NR + j) * 2 + c % 2] = to_bf16_bits(v);
+                        for (c2, pair) in row.chunks(2).enumerate() {
+                            let o = (c2 * NR + j) * 2;
+                            panel[o] = to_bf16_bits(pair[0]);
+                            if pair.len() == 2 {
+                                panel[o + 1] = to_bf16_bits(pair[1]);
+                            }
                         }
                     }
-                },
-            );
-        } else {
-            pf = vec![0f32; panels * k * NR];
-            pf.par_chunks_mut(k * NR).enumerate().for_each_init(
-                || vec![0f32; k],
-                |row, (p, panel)| {
+                };
+                if parallel {
+                    ph.par_chunks_mut(k2 * NR * 2)
+                        .enumerate()
+                        .for_each_init(|| vec![0f32; k], fill);
+                } else {
+                    let mut row = vec![0f32; k];
+                    ph.chunks_mut(k2 * NR * 2)
+                        .enumerate()
+                        .for_each(|x| fill(&mut row, x));
+                }
+            } else {
+                pf = vec![0f32; panels * k * NR];
+                let fill = |row: &mut Vec<f32>, (p, panel): (usize, &mut [f32])| {
                     for j in 0..NR.min(n - p * NR) {
                         b.row_into(p * NR + j, row);
                         for (c, &v) in row.iter().enumerate() {
                             panel[c * NR + j] = v;
                         }
                     }
-                },
-            );
+                };
+                if parallel {
+                    pf.par_chunks_mut(k * NR)
+                        .enumerate()
+                        .for_each_init(|| vec![0f32; k], fill);
+                } else {
+                    let mut row = vec![0f32; k];
+                    pf.chunks_mut(k * NR)
+                        .enumerate()
+                        .for_each(|x| fill(&mut row, x));
+                }
+            }
+            PackedB { bf16, n, k, pf, ph }
         }
-        (pf, ph)
+    }
+
+    /// A as bf16 pairs, rows padded to an even length.
+    fn pack_a_bf16(a: &[f32], k: usize, parallel: bool) -> Vec<u16> {
+        let k2 = k.div_ceil(2);
+        let m = a.len() / k.max(1);
+        let mut v = vec![0u16; m * k2 * 2];
+        let conv = |(d, s): (&mut [u16], &[f32])| {
+            for (o, &x) in d.iter_mut().zip(s) {
+                *o = to_bf16_bits(x);
+            }
+        };
+        if parallel {
+            v.par_chunks_mut(k2 * 2).zip(a.par_chunks(k)).for_each(conv);
+        } else {
+            v.chunks_mut(k2 * 2).zip(a.chunks(k)).for_each(conv);
+        }
+        v
     }
 
     pub(super) fn gemm_packed(
@@ -513,29 +622,38 @@ mod x86 {
         epi: &Epilogue,
         out: &mut [f32],
     ) {
-        let n = b.rows();
-        let (pf, ph) = pack_b(b, k, bf16);
+        let packed = PackedB::new(b, k, bf16, true);
+        gemm_prepacked(a, m, &packed, packed.n, epi, out, true);
+    }
+
+    /// `out[m, n_used] = a·Bᵀ` over the first `n_used` rows of a packed B.
+    pub(super) fn gemm_prepacked(
+        a: &[f32],
+        m: usize,
+        b: &PackedB,
+        n: usize,
+        epi: &Epilogue,
+        out: &mut [f32],
+        parallel: bool,
+    ) {
+        let (k, bf16) = (b.k, b.bf16);
+        assert!(
+            n <= b.n && out.len() == m * n && a.len() == m * k,
+            "gemm_prepacked: shapes"
+        );
         let k2 = k.div_ceil(2);
-        // A as bf16 pairs, rows padded to an even length.
-        let ah: Vec<u16> = if bf16 {
-            let mut v = vec![0u16; m * k2 * 2];
-            v.par_chunks_mut(k2 * 2)
-                .zip(a.par_chunks(k))
-                .for_each(|(d, s)| {
-                    for (o, &x) in d.iter_mut().zip(s) {
-                        *o = to_bf16_bits(x);
-                    }
-                });
-            v
+        let ah = if bf16 {
+            pack_a_bf16(a, k, parallel)
         } else {
             Vec::new()
         };
+        let (pf, ph) = (&b.pf, &b.ph);
         let panels = n.div_ceil(NR);
         let task_panels = PANELS_PER_TASK.min(panels);
         let p_blocks = panels.div_ceil(task_panels);
         let m_blocks = m.div_ceil(MB);
         let out_ptr = SendPtr(out.as_mut_ptr());
-        (0..m_blocks * p_blocks).into_par_iter().for_each(|t| {
+        let task = |t: usize| {
             let (bi, bp) = (t / p_blocks, t % p_blocks);
             let (m0, m1) = (bi * MB, ((bi + 1) * MB).min(m));
             for p in bp * task_panels..((bp + 1) * task_panels).min(panels) {
@@ -561,7 +679,12 @@ mod x86 {
                     i += mr;
                 }
             }
-        });
+        };
+        if parallel {
+            (0..m_blocks * p_blocks).into_par_iter().for_each(task);
+        } else {
+            (0..m_blocks * p_blocks).for_each(task);
+        }
     }
 
     macro_rules! dispatch_mr {
