@@ -920,6 +920,9 @@ mod x86 {
             let x1 = _mm512_loadu_ps(x.as_ptr().add(c + 16));
             for (j, a) in acc.iter_mut().enumerate() {
                 let src = p.add((j * k + c) * es);
+                // Rows are short (a few KB): prefetch 16 rows ahead so that DRAM latency
+                // overlaps with this group's arithmetic (may point past the matrix; prefetches never fault).
+                _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(16 * k * es) as *const i8);
                 a[0] = _mm512_fmadd_ps(x0, load16::<D, ROUND>(src), a[0]);
                 a[1] = _mm512_fmadd_ps(x1, load16::<D, ROUND>(src.add(16 * es)), a[1]);
             }
