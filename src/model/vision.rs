@@ -148,11 +148,16 @@ impl<B: Backend> VisionTower<B> {
         };
         for l in &self.layers {
             let h = b.layer_norm(&x, &l.ln1.0, &l.ln1.1, eps);
-            let q = b.matmul(&h, &l.q.w, Some(&l.q.b));
-            let k = b.matmul(&h, &l.k.w, Some(&l.k.b));
-            let v = b.matmul(&h, &l.v.w, Some(&l.v.b));
+            let qkv = b.matmul_multi(
+                &h,
+                &[
+                    (&l.q.w, Some(&l.q.b)),
+                    (&l.k.w, Some(&l.k.b)),
+                    (&l.v.w, Some(&l.v.b)),
+                ],
+            );
             drop(h);
-            let a = b.attention(&q, &k, &v, &params);
+            let a = b.attention(&qkv[0], &qkv[1], &qkv[2], &params);
             let o = b.matmul(&a, &l.o.w, Some(&l.o.b));
             b.add_assign(&mut x, &o);
             let h = b.layer_norm(&x, &l.ln2.0, &l.ln2.1, eps);

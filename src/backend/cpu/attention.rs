@@ -138,6 +138,7 @@ fn blocked_path(
             let mut o = vec![0f32; seq * hd];
             let mut qh = Vec::with_capacity(Q_BLOCK * hd);
             let mut scores = Vec::new();
+            let mut probs = Vec::new();
             let mut ob = Vec::new();
             for b0 in (i0..i1).step_by(Q_BLOCK) {
                 let b1 = (b0 + Q_BLOCK).min(i1);
@@ -149,10 +150,9 @@ fn blocked_path(
                     qh.extend_from_slice(&q.data[i * q_cols + h * hd..i * q_cols + (h + 1) * hd]);
                 }
                 // Scores over the keys visible to the block's last row; the rest of P stays zero.
-                scores.clear();
+                // Every entry is overwritten by the product: only the length matters.
                 scores.resize(rows * nk, 0.0);
                 kp.gemm(&qh, rows, nk, &mut scores);
-                let mut probs = vec![0f32; rows * keys];
                 let mut sums = vec![0f32; rows];
                 for (ri, row) in scores.chunks_exact_mut(nk).enumerate() {
                     let (_, end) = key_range(p, b0 + ri);
@@ -162,11 +162,19 @@ fn blocked_path(
                         *sc = if ok { *sc * p.scale } else { f32::NEG_INFINITY };
                     }
                     sums[ri] = softmax_numerators(row, round);
-                    probs[ri * keys..ri * keys + nk].copy_from_slice(row);
                 }
+                // P·V over all the head's keys: a causal block that sees fewer is padded with zeros.
+                if nk < keys {
+                    probs.clear();
+                    probs.resize(rows * keys, 0.0);
+                    for (ri, row) in scores.chunks_exact(nk).enumerate() {
+                        probs[ri * keys..ri * keys + nk].copy_from_slice(row);
+                    }
+                }
+                let pmat = if nk < keys { &probs } else { &scores };
                 ob.clear();
                 ob.resize(rows * hd, 0.0);
-                vp.gemm(&probs, rows, hd, &mut ob);
+                vp.gemm(pmat, rows, hd, &mut ob);
                 for (ri, row) in ob.chunks_exact(hd).enumerate() {
                     let inv = 1.0 / sums[ri];
                     let dst = &mut o[(b0 - i0 + ri) * hd..(b0 - i0 + ri + 1) * hd];

@@ -196,6 +196,24 @@ pub fn matmul_multi(
         x86::gemv_multi(x, m, &jobs);
         return outs;
     }
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx512Bf16 | Isa::Avx512) && m > GEMV_ROWS {
+        let epis: Vec<Epilogue> = ws
+            .iter()
+            .map(|&(_, bias)| Epilogue { bias, round })
+            .collect();
+        let jobs: Vec<(&CpuWeight, &Epilogue, SendPtr)> = ws
+            .iter()
+            .zip(&epis)
+            .zip(outs.iter_mut())
+            .map(|((&(w, _), e), o)| {
+                assert_eq!(w.cols * m, x.len(), "matmul_multi: inner dimensions differ");
+                (w, e, SendPtr(o.as_mut_ptr()))
+            })
+            .collect();
+        x86::gemm_multi(isa == Isa::Avx512Bf16 && round, x, m, ws[0].0.cols, &jobs);
+        return outs;
+    }
     for ((w, bias), out) in ws.iter().zip(outs.iter_mut()) {
         gemm(isa, x, m, w.cols, BMat::Weight(w), *bias, round, round, out);
     }
@@ -282,7 +300,7 @@ impl<'a> Packed<'a> {
         };
         #[cfg(target_arch = "x86_64")]
         if let Some(p) = &self.avx {
-            return x86::gemm_prepacked(a, m, p, n, &epi, out, false);
+            return x86::gemm_prepacked(a, &[], m, p, n, &epi, out, false);
         }
         let prefix = match self.b {
             BMat::View {
@@ -623,12 +641,41 @@ mod x86 {
         out: &mut [f32],
     ) {
         let packed = PackedB::new(b, k, bf16, true);
-        gemm_prepacked(a, m, &packed, packed.n, epi, out, true);
+        let ah = if bf16 {
+            pack_a_bf16(a, k, true)
+        } else {
+            Vec::new()
+        };
+        gemm_prepacked(a, &ah, m, &packed, packed.n, epi, out, true);
     }
 
-    /// `out[m, n_used] = a·Bᵀ` over the first `n_used` rows of a packed B.
+    /// Several weights times the same many-row A: A is converted to bf16 once for all of them.
+    pub(super) fn gemm_multi(
+        bf16: bool,
+        a: &[f32],
+        m: usize,
+        k: usize,
+        jobs: &[(&CpuWeight, &Epilogue, SendPtr)],
+    ) {
+        let ah = if bf16 {
+            pack_a_bf16(a, k, true)
+        } else {
+            Vec::new()
+        };
+        for (w, epi, out) in jobs {
+            let packed = PackedB::new(BMat::Weight(w), k, bf16, true);
+            // SAFETY: `out` points to an `m × rows` buffer owned by the caller for this call.
+            let out = unsafe { std::slice::from_raw_parts_mut(out.get(), m * w.rows) };
+            gemm_prepacked(a, &ah, m, &packed, packed.n, epi, out, true);
+        }
+    }
+
+    /// `out[m, n_used] = a·Bᵀ` over the first `n_used` rows of a packed B; `ah` is A as bf16 pairs
+    /// when B is packed as bf16 (else unused), so one conversion of A can serve several products.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn gemm_prepacked(
         a: &[f32],
+        ah: &[u16],
         m: usize,
         b: &PackedB,
         n: usize,
@@ -642,10 +689,12 @@ mod x86 {
             "gemm_prepacked: shapes"
         );
         let k2 = k.div_ceil(2);
-        let ah = if bf16 {
-            pack_a_bf16(a, k, parallel)
+        let local;
+        let ah = if bf16 && ah.is_empty() {
+            local = pack_a_bf16(a, k, parallel);
+            &local[..]
         } else {
-            Vec::new()
+            ah
         };
         let (pf, ph) = (&b.pf, &b.ph);
         let panels = n.div_ceil(NR);

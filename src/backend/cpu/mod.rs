@@ -16,6 +16,21 @@ use crate::error::{Error, Result};
 use crate::numeric::{convert_into, round_bf16};
 use crate::weights::{DType, MappedFile, TensorRef};
 
+/// Activations of the vision tower reach hundreds of MB per op; glibc maps blocks that large afresh
+/// each time and returns them on free, so every op would page-fault its output in again. Raising the
+/// thresholds keeps freed blocks in the heap for the next op (the peak RSS is unchanged).
+fn keep_large_allocations() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only changes allocator thresholds; called once, before large allocations.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        }
+    });
+}
+
 /// Row-wise ops on at most this many rows (decoding) run on the calling thread: a fork-join costs
 /// more than the work.
 const SEQUENTIAL_ROWS: usize = 4;
@@ -89,6 +104,7 @@ pub struct CpuBackend {
 impl CpuBackend {
     /// A backend computing with activations in `act`, on `threads` threads (`None`: one per core).
     pub fn new(act: ActDtype, threads: Option<usize>) -> Result<Self> {
+        keep_large_allocations();
         let mut builder = rayon::ThreadPoolBuilder::new();
         if let Some(t) = threads {
             if t == 0 {
@@ -115,6 +131,24 @@ impl CpuBackend {
         if self.bf16() {
             v.iter_mut().for_each(|x| *x = round_bf16(*x));
         }
+    }
+
+    /// A new tensor of `x`'s shape whose rows are `f(row of x, output row)`; parallel over rows
+    /// unless there are only a few.
+    fn map_rows(&self, x: &CpuTensor, f: impl Fn(&[f32], &mut [f32]) + Sync) -> CpuTensor {
+        let mut out = vec![0.0; x.data.len()];
+        if x.rows <= SEQUENTIAL_ROWS {
+            out.chunks_mut(x.cols)
+                .zip(x.data.chunks(x.cols))
+                .for_each(|(o, r)| f(r, o));
+        } else {
+            self.pool.install(|| {
+                out.par_chunks_mut(x.cols)
+                    .zip(x.data.par_chunks(x.cols))
+                    .for_each(|(o, r)| f(r, o))
+            });
+        }
+        self.tensor(out, x.rows, x.cols)
     }
 
     fn tensor(&self, data: Vec<f32>, rows: usize, cols: usize) -> CpuTensor {
@@ -238,41 +272,16 @@ impl Backend for CpuBackend {
 
     fn layer_norm(&self, x: &CpuTensor, w: &CpuWeight, b: &CpuWeight, eps: f32) -> CpuTensor {
         let (w, b) = (w.to_vec(), b.to_vec());
-        let mut out = vec![0.0; x.data.len()];
         let round = self.bf16();
-        let row =
-            |(o, r): (&mut [f32], &[f32])| elementwise::layer_norm_row(r, &w, &b, eps, round, o);
-        if x.rows <= SEQUENTIAL_ROWS {
-            out.chunks_mut(x.cols)
-                .zip(x.data.chunks(x.cols))
-                .for_each(row);
-        } else {
-            self.pool.install(|| {
-                out.par_chunks_mut(x.cols)
-                    .zip(x.data.par_chunks(x.cols))
-                    .for_each(row)
-            });
-        }
-        self.tensor(out, x.rows, x.cols)
+        self.map_rows(x, |r, o| {
+            elementwise::layer_norm_row(r, &w, &b, eps, round, o)
+        })
     }
 
     fn rms_norm(&self, x: &CpuTensor, w: &CpuWeight, eps: f32) -> CpuTensor {
         let w = w.to_vec();
-        let mut out = vec![0.0; x.data.len()];
         let round = self.bf16();
-        let row = |(o, r): (&mut [f32], &[f32])| elementwise::rms_norm_row(r, &w, eps, round, o);
-        if x.rows <= SEQUENTIAL_ROWS {
-            out.chunks_mut(x.cols)
-                .zip(x.data.chunks(x.cols))
-                .for_each(row);
-        } else {
-            self.pool.install(|| {
-                out.par_chunks_mut(x.cols)
-                    .zip(x.data.par_chunks(x.cols))
-                    .for_each(row)
-            });
-        }
-        self.tensor(out, x.rows, x.cols)
+        self.map_rows(x, |r, o| elementwise::rms_norm_row(r, &w, eps, round, o))
     }
 
     fn add_assign(&self, x: &mut CpuTensor, y: &CpuTensor) {
