@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{best_isa, BMat, Isa, Packed};
+use super::matmul::{has_avx512, BMat, Packed};
 use super::CpuTensor;
 use crate::backend::{AttentionMask, AttentionParams};
 use crate::numeric::round_bf16;
@@ -254,7 +254,7 @@ fn attend_row(
     acc: &mut [f32],
 ) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if matches!(best_isa(), Isa::Avx512Bf16 | Isa::Avx512) {
+    if has_avx512() {
         // SAFETY: the CPU has AVX-512F and FMA.
         return unsafe {
             attend_row_avx512(qv, kh, vh, ld, k0, k1, valid, scale, round, scores, acc)

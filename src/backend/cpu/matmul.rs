@@ -179,7 +179,7 @@ pub fn matmul_multi(
     let isa = best_isa();
     let mut outs: Vec<Vec<f32>> = ws.iter().map(|(w, _)| vec![0f32; m * w.rows]).collect();
     #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx512Bf16 | Isa::Avx512) && m <= GEMV_ROWS && m > 0 {
+    if has_avx512() && m > 0 {
         let epis: Vec<Epilogue> = ws
             .iter()
             .map(|&(_, bias)| Epilogue { bias, round })
@@ -193,25 +193,11 @@ pub fn matmul_multi(
                 (w, e, SendPtr(o.as_mut_ptr()))
             })
             .collect();
-        x86::gemv_multi(x, m, &jobs);
-        return outs;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx512Bf16 | Isa::Avx512) && m > GEMV_ROWS {
-        let epis: Vec<Epilogue> = ws
-            .iter()
-            .map(|&(_, bias)| Epilogue { bias, round })
-            .collect();
-        let jobs: Vec<(&CpuWeight, &Epilogue, SendPtr)> = ws
-            .iter()
-            .zip(&epis)
-            .zip(outs.iter_mut())
-            .map(|((&(w, _), e), o)| {
-                assert_eq!(w.cols * m, x.len(), "matmul_multi: inner dimensions differ");
-                (w, e, SendPtr(o.as_mut_ptr()))
-            })
-            .collect();
-        x86::gemm_multi(isa == Isa::Avx512Bf16 && round, x, m, ws[0].0.cols, &jobs);
+        if m <= GEMV_ROWS {
+            x86::gemv_multi(x, m, &jobs);
+        } else {
+            x86::gemm_multi(isa == Isa::Avx512Bf16 && round, x, m, ws[0].0.cols, &jobs);
+        }
         return outs;
     }
     for ((w, bias), out) in ws.iter().zip(outs.iter_mut()) {
