@@ -16,10 +16,35 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// target/<profile>, where cargo put libidefics3.a and libidefics3.so.
+/// Builds libidefics3.a and libidefics3.so (`cargo test` builds only the rlib) in the same target
+/// directory (cargo has released its lock by the time tests run, and the dependencies are reused),
+/// and returns the directory holding them.
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let test_target = std::env::current_exe()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .to_path_buf();
+            let target = test_target.clone();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--lib", "--quiet", "--manifest-path"])
+                .arg(root().join("Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target)
+                .status()
+                .unwrap();
+            assert!(status.success(), "building the C libraries failed");
+            target.join("debug")
+        })
+        .clone()
 }
 
 fn compile(out: &Path, shared: bool) {
