@@ -534,6 +534,18 @@ mod x86 {
         (crate::numeric::round_bf16(v).to_bits() >> 16) as u16
     }
 
+    /// Calls the register-tile kernel instantiated for `mr` (1–12) rows.
+    macro_rules! dispatch_mr {
+        ($mr:expr, $f:ident, $($arg:expr),*) => {
+            match $mr {
+                1 => $f::<1>($($arg),*), 2 => $f::<2>($($arg),*), 3 => $f::<3>($($arg),*),
+                4 => $f::<4>($($arg),*), 5 => $f::<5>($($arg),*), 6 => $f::<6>($($arg),*),
+                7 => $f::<7>($($arg),*), 8 => $f::<8>($($arg),*), 9 => $f::<9>($($arg),*),
+                10 => $f::<10>($($arg),*), 11 => $f::<11>($($arg),*), _ => $f::<12>($($arg),*),
+            }
+        };
+    }
+
     /// B packed into panels of NR columns: f32 `[k][NR]`, or bf16 pairs `[ceil(k/2)][NR][2]`.
     pub struct PackedB {
         bf16: bool,
@@ -704,11 +716,11 @@ mod x86 {
                         if bf16 {
                             let ap = ah.as_ptr().add(i * k2 * 2) as *const u32;
                             let bp = ph.as_ptr().add(p * k2 * NR * 2);
-                            tile_bf16(mr, k2, ap, k2, bp, c, n, nr, n0, epi);
+                            dispatch_mr!(mr, kernel_bf16, k2, ap, k2, bp, c, n, nr, n0, epi);
                         } else {
                             let ap = a.as_ptr().add(i * k);
                             let bp = pf.as_ptr().add(p * k * NR);
-                            tile_f32(mr, k, ap, k, bp, c, n, nr, n0, epi);
+                            dispatch_mr!(mr, kernel_f32, k, ap, k, bp, c, n, nr, n0, epi);
                         }
                     }
                     i += mr;
@@ -720,49 +732,6 @@ mod x86 {
         } else {
             (0..m_blocks * p_blocks).for_each(task);
         }
-    }
-
-    macro_rules! dispatch_mr {
-        ($mr:expr, $f:ident, $($arg:expr),*) => {
-            match $mr {
-                1 => $f::<1>($($arg),*), 2 => $f::<2>($($arg),*), 3 => $f::<3>($($arg),*),
-                4 => $f::<4>($($arg),*), 5 => $f::<5>($($arg),*), 6 => $f::<6>($($arg),*),
-                7 => $f::<7>($($arg),*), 8 => $f::<8>($($arg),*), 9 => $f::<9>($($arg),*),
-                10 => $f::<10>($($arg),*), 11 => $f::<11>($($arg),*), _ => $f::<12>($($arg),*),
-            }
-        };
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_f32(
-        mr: usize,
-        k: usize,
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        nr: usize,
-        n0: usize,
-        epi: &Epilogue,
-    ) {
-        dispatch_mr!(mr, kernel_f32, k, a, lda, b, c, ldc, nr, n0, epi)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_bf16(
-        mr: usize,
-        k2: usize,
-        a: *const u32,
-        lda2: usize,
-        b: *const u16,
-        c: *mut f32,
-        ldc: usize,
-        nr: usize,
-        n0: usize,
-        epi: &Epilogue,
-    ) {
-        dispatch_mr!(mr, kernel_bf16, k2, a, lda2, b, c, ldc, nr, n0, epi)
     }
 
     #[target_feature(enable = "avx512f,fma")]
