@@ -71,6 +71,8 @@ pub trait Backend: Send + Sync {
     type Tensor: Send + Sync;
     /// A parameter tensor resident on the device.
     type Weight: Send + Sync;
+    /// The keys or the values of one decoder layer for the positions seen so far.
+    type Cache: Send + Sync;
 
     /// A short name for logs and benchmarks.
     fn name(&self) -> &'static str;
@@ -86,12 +88,11 @@ pub trait Backend: Send + Sync {
     fn download(&self, t: &Self::Tensor) -> Vec<f32>;
     /// `(rows, cols)` of a tensor.
     fn dims(&self, t: &Self::Tensor) -> (usize, usize);
-    /// An empty tensor of `cols` columns with room for `capacity` rows (a KV cache).
-    fn empty(&self, cols: usize, capacity: usize) -> Self::Tensor;
-    /// Appends the rows of `src` to `dst`.
-    fn append_rows(&self, dst: &mut Self::Tensor, src: &Self::Tensor);
-    /// Drops every row from index `rows` on.
-    fn truncate_rows(&self, t: &mut Self::Tensor, rows: usize);
+    /// An empty key or value cache of `cols` columns with room for `capacity` rows. A device may
+    /// store it more compactly than activations (the CPU keeps bf16 caches as 16-bit values).
+    fn cache_new(&self, cols: usize, capacity: usize) -> Self::Cache;
+    /// Appends the rows of `src` to a cache.
+    fn cache_append(&self, cache: &mut Self::Cache, src: &Self::Tensor);
 
     /// Rows `ids` of an embedding table.
     fn embedding(&self, table: &Self::Weight, ids: &[u32]) -> Self::Tensor;
@@ -135,6 +136,15 @@ pub trait Backend: Send + Sync {
         q: &Self::Tensor,
         k: &Self::Tensor,
         v: &Self::Tensor,
+        p: &AttentionParams,
+    ) -> Self::Tensor;
+    /// [`Backend::attention`] of `q` (causal, `p.mask` is [`AttentionMask::Causal`]) over cached keys
+    /// and values.
+    fn cached_attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Cache,
+        v: &Self::Cache,
         p: &AttentionParams,
     ) -> Self::Tensor;
     /// Cuts tiles `[T, C·S·S]` into patches `[T·(S/p)², C·p·p]` (row-major patches, (c, u, v) inside).

@@ -42,8 +42,8 @@ pub struct TextModel<B: Backend> {
 
 /// Keys (after RoPE) and values of every layer for the tokens seen so far.
 pub struct KvCache<B: Backend> {
-    k: Vec<B::Tensor>,
-    v: Vec<B::Tensor>,
+    k: Vec<B::Cache>,
+    v: Vec<B::Cache>,
     len: usize,
 }
 
@@ -162,8 +162,8 @@ impl<B: Backend> TextModel<B> {
         let kv = self.cfg.num_key_value_heads * self.cfg.head_dim;
         let n = self.layers.len();
         KvCache {
-            k: (0..n).map(|_| b.empty(kv, capacity)).collect(),
-            v: (0..n).map(|_| b.empty(kv, capacity)).collect(),
+            k: (0..n).map(|_| b.cache_new(kv, capacity)).collect(),
+            v: (0..n).map(|_| b.cache_new(kv, capacity)).collect(),
             len: 0,
         }
     }
@@ -204,9 +204,9 @@ impl<B: Backend> TextModel<B> {
             let mut q = qkv.pop().expect("three outputs");
             b.rope(&mut q, c.head_dim, &positions, &self.inv_freq);
             b.rope(&mut k, c.head_dim, &positions, &self.inv_freq);
-            b.append_rows(&mut cache.k[l], &k);
-            b.append_rows(&mut cache.v[l], &v);
-            let a = b.attention(&q, &cache.k[l], &cache.v[l], &params);
+            b.cache_append(&mut cache.k[l], &k);
+            b.cache_append(&mut cache.v[l], &v);
+            let a = b.cached_attention(&q, &cache.k[l], &cache.v[l], &params);
             let o = b.matmul(&a, &layer.o.w, layer.o.b.as_ref());
             b.add_assign(&mut x, &o);
             let h = b.rms_norm(&x, &layer.post_norm, eps);

@@ -1,21 +1,28 @@
 //! Scaled dot-product attention with the numerics of torch's CPU flash attention: scores in f32,
 //! softmax in f32, the unnormalised probabilities multiplied with V in the activation dtype, the f32
-//! row sum divided out last. Queries are processed in blocks: a block's scores over the keys it may see
-//! live in a buffer of `block × keys`, so the full score matrix of a long sequence is never built.
-//! Blocks of many queries use the matmul kernels (Q·Kᵀ and P·V); a few queries (decoding) use a
-//! row-by-row loop parallel over heads.
-
-use rayon::prelude::*;
+//! row sum divided out last.
+//!
+//! Many queries (prefill, vision tiles) go through the matmul kernels in blocks of queries: a block's
+//! scores over the keys it may see live in a buffer of `block × keys`, so the full score matrix of a
+//! long sequence is never built. A few queries (decoding) take the split-key path: the keys are cut
+//! into runs, each run is attended by all query heads that share a key head (so each cached key and
+//! value is read once per token), the runs are spread over the threads, and their partial softmaxes
+//! are merged by rescaling to the largest maximum, as torch merges its key blocks.
 
 use super::matmul::{has_avx512, BMat, Packed};
-use super::CpuTensor;
+use super::{pool, CpuTensor};
 use crate::backend::{AttentionMask, AttentionParams};
 use crate::numeric::round_bf16;
 
 /// Queries per block in the matmul path.
 const Q_BLOCK: usize = 128;
-/// Below this many query rows the row-by-row path is used.
+/// Below this many query rows the split-key path is used.
 const MIN_GEMM_ROWS: usize = 16;
+/// Keys per run of the split-key path are at least this many.
+const MIN_RUN: usize = 64;
+/// The split-key path aims at this many runs per call (enough to balance up to 8 threads). It is a
+/// constant rather than the thread count so that results do not depend on `--threads`.
+const RUNS_PER_CALL: usize = 8;
 
 #[inline(always)]
 fn r(v: f32, round: bool) -> f32 {
@@ -26,14 +33,51 @@ fn r(v: f32, round: bool) -> f32 {
     }
 }
 
+/// Keys or values, `rows × cols` row-major, in the storage of a cache.
+#[derive(Clone, Copy)]
+pub enum KvData<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// bfloat16 bit patterns (the values of a bf16-mode cache, stored without loss in half the bytes).
+    Bf16(&'a [u16]),
+}
+
+/// A key or value matrix: `rows` positions of `cols` (kv_heads·head_dim) values.
+#[derive(Clone, Copy)]
+pub struct Kv<'a> {
+    /// Elements.
+    pub data: KvData<'a>,
+    /// Positions.
+    pub rows: usize,
+    /// Values per position.
+    pub cols: usize,
+}
+
+impl<'a> Kv<'a> {
+    /// An f32 activation matrix.
+    pub fn of(t: &'a CpuTensor) -> Self {
+        Kv {
+            data: KvData::F32(&t.data),
+            rows: t.rows,
+            cols: t.cols,
+        }
+    }
+
+    fn to_f32(self) -> std::borrow::Cow<'a, [f32]> {
+        match self.data {
+            KvData::F32(d) => d.into(),
+            KvData::Bf16(d) => d.iter().map(|&b| bf16_bits_to_f32(b)).collect(),
+        }
+    }
+}
+
+#[inline(always)]
+fn bf16_bits_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
 /// Attention of every query row of `q` over the keys it may see.
-pub fn attention(
-    q: &CpuTensor,
-    k: &CpuTensor,
-    v: &CpuTensor,
-    p: &AttentionParams,
-    round: bool,
-) -> Vec<f32> {
+pub fn attention(q: &CpuTensor, k: Kv, v: Kv, p: &AttentionParams, round: bool) -> Vec<f32> {
     let hd = p.head_dim;
     let (q_cols, kv_cols) = (p.heads * hd, p.kv_heads * hd);
     assert_eq!(q.cols, q_cols, "attention: q width");
@@ -42,9 +86,17 @@ pub fn attention(
     assert_eq!(k.rows, v.rows, "attention: k and v lengths differ");
     let mut out = vec![0f32; q.rows * q_cols];
     if q.rows < MIN_GEMM_ROWS {
-        rows_path(q, k, v, p, round, &mut out);
+        match (k.data, v.data) {
+            (KvData::F32(kd), KvData::F32(vd)) => split_key_path(q, kd, vd, p, round, &mut out),
+            (KvData::Bf16(kd), KvData::Bf16(vd)) => split_key_path(q, kd, vd, p, round, &mut out),
+            _ => {
+                let (kd, vd) = (k.to_f32(), v.to_f32());
+                split_key_path(q, &kd[..], &vd[..], p, round, &mut out)
+            }
+        }
     } else {
-        blocked_path(q, k, v, p, round, &mut out);
+        let (kd, vd) = (k.to_f32(), v.to_f32());
+        blocked_path(q, &kd, &vd, p, round, &mut out);
     }
     out
 }
@@ -67,28 +119,33 @@ fn key_valid<'a>(p: &AttentionParams<'a>) -> Option<&'a [bool]> {
     }
 }
 
-/// Softmax numerators of one row of scores, in place; returns the f32 sum. Masked entries are −∞.
+/// Softmax numerators of one row of scores, in place; returns the row max and the f32 sum of the
+/// numerators. Masked entries are −∞; a fully masked row gives zeros, max −∞ and sum 0.
 #[inline]
-fn softmax_numerators(scores: &mut [f32], round: bool) -> f32 {
+fn softmax_numerators(scores: &mut [f32], round: bool) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if super::matmul::has_avx512() {
         // SAFETY: the CPU has AVX-512F and FMA.
         return unsafe { super::elementwise::simd::softmax_numerators(scores, round) };
     }
     let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    if max == f32::NEG_INFINITY {
+        scores.fill(0.0);
+        return (max, 0.0);
+    }
     let mut sum = 0f32;
     for s in scores.iter_mut() {
         let e = (*s - max).exp();
         sum += e;
         *s = r(e, round);
     }
-    sum
+    (max, sum)
 }
 
 fn blocked_path(
     q: &CpuTensor,
-    k: &CpuTensor,
-    v: &CpuTensor,
+    k: &[f32],
+    v: &[f32],
     p: &AttentionParams,
     round: bool,
     out: &mut [f32],
@@ -106,86 +163,84 @@ fn blocked_path(
         .flat_map(|s| (0..p.heads).map(move |h| (s, h)))
         .collect();
     let valid = key_valid(p);
-    let results: Vec<(usize, usize, Vec<f32>)> = tasks
-        .into_par_iter()
-        .map(|(s, h)| {
-            let g = h / group;
-            let (i0, i1) = (s * seq, (s + 1) * seq);
-            let (k0, _) = key_range(p, i0);
-            let (_, k1) = key_range(p, i1 - 1);
-            let keys = k1 - k0;
-            // K and Vᵀ of this head, packed once for every query block.
-            let kp = Packed::new(
-                BMat::View {
-                    data: &k.data[k0 * kv_cols + g * hd..],
-                    rows: keys,
-                    cols: hd,
-                    row_stride: kv_cols,
-                    col_stride: 1,
-                },
-                round,
-            );
-            let vp = Packed::new(
-                BMat::View {
-                    data: &v.data[k0 * kv_cols + g * hd..],
-                    rows: hd,
-                    cols: keys,
-                    row_stride: 1,
-                    col_stride: kv_cols,
-                },
-                round,
-            );
-            let mut o = vec![0f32; seq * hd];
-            let mut qh = Vec::with_capacity(Q_BLOCK * hd);
-            let mut scores = Vec::new();
-            let mut probs = Vec::new();
-            let mut ob = Vec::new();
-            for b0 in (i0..i1).step_by(Q_BLOCK) {
-                let b1 = (b0 + Q_BLOCK).min(i1);
-                let rows = b1 - b0;
-                let (_, visible) = key_range(p, b1 - 1);
-                let nk = visible - k0;
-                qh.clear();
-                for i in b0..b1 {
-                    qh.extend_from_slice(&q.data[i * q_cols + h * hd..i * q_cols + (h + 1) * hd]);
+    let results: Vec<(usize, usize, Vec<f32>)> = pool::map(tasks.len(), |t| {
+        let (s, h) = tasks[t];
+        let g = h / group;
+        let (i0, i1) = (s * seq, (s + 1) * seq);
+        let (k0, _) = key_range(p, i0);
+        let (_, k1) = key_range(p, i1 - 1);
+        let keys = k1 - k0;
+        // K and Vᵀ of this head, packed once for every query block.
+        let kp = Packed::new(
+            BMat::View {
+                data: &k[k0 * kv_cols + g * hd..],
+                rows: keys,
+                cols: hd,
+                row_stride: kv_cols,
+                col_stride: 1,
+            },
+            round,
+        );
+        let vp = Packed::new(
+            BMat::View {
+                data: &v[k0 * kv_cols + g * hd..],
+                rows: hd,
+                cols: keys,
+                row_stride: 1,
+                col_stride: kv_cols,
+            },
+            round,
+        );
+        let mut o = vec![0f32; seq * hd];
+        let mut qh = Vec::with_capacity(Q_BLOCK * hd);
+        let mut scores = Vec::new();
+        let mut probs = Vec::new();
+        let mut ob = Vec::new();
+        for b0 in (i0..i1).step_by(Q_BLOCK) {
+            let b1 = (b0 + Q_BLOCK).min(i1);
+            let rows = b1 - b0;
+            let (_, visible) = key_range(p, b1 - 1);
+            let nk = visible - k0;
+            qh.clear();
+            for i in b0..b1 {
+                qh.extend_from_slice(&q.data[i * q_cols + h * hd..i * q_cols + (h + 1) * hd]);
+            }
+            // Scores over the keys visible to the block's last row; the rest of P stays zero.
+            // Every entry is overwritten by the product: only the length matters.
+            scores.resize(rows * nk, 0.0);
+            kp.gemm(&qh, rows, nk, &mut scores);
+            let mut sums = vec![0f32; rows];
+            for (ri, row) in scores.chunks_exact_mut(nk).enumerate() {
+                let (_, end) = key_range(p, b0 + ri);
+                for (j, sc) in row.iter_mut().enumerate() {
+                    let key = k0 + j;
+                    let ok = key < end && valid.is_none_or(|m| m[key]);
+                    *sc = if ok { *sc * p.scale } else { f32::NEG_INFINITY };
                 }
-                // Scores over the keys visible to the block's last row; the rest of P stays zero.
-                // Every entry is overwritten by the product: only the length matters.
-                scores.resize(rows * nk, 0.0);
-                kp.gemm(&qh, rows, nk, &mut scores);
-                let mut sums = vec![0f32; rows];
-                for (ri, row) in scores.chunks_exact_mut(nk).enumerate() {
-                    let (_, end) = key_range(p, b0 + ri);
-                    for (j, sc) in row.iter_mut().enumerate() {
-                        let key = k0 + j;
-                        let ok = key < end && valid.is_none_or(|m| m[key]);
-                        *sc = if ok { *sc * p.scale } else { f32::NEG_INFINITY };
-                    }
-                    sums[ri] = softmax_numerators(row, round);
-                }
-                // P·V over all the head's keys: a causal block that sees fewer is padded with zeros.
-                if nk < keys {
-                    probs.clear();
-                    probs.resize(rows * keys, 0.0);
-                    for (ri, row) in scores.chunks_exact(nk).enumerate() {
-                        probs[ri * keys..ri * keys + nk].copy_from_slice(row);
-                    }
-                }
-                let pmat = if nk < keys { &probs } else { &scores };
-                ob.clear();
-                ob.resize(rows * hd, 0.0);
-                vp.gemm(pmat, rows, hd, &mut ob);
-                for (ri, row) in ob.chunks_exact(hd).enumerate() {
-                    let inv = 1.0 / sums[ri];
-                    let dst = &mut o[(b0 - i0 + ri) * hd..(b0 - i0 + ri + 1) * hd];
-                    for (d, &x) in dst.iter_mut().zip(row) {
-                        *d = r(x * inv, round);
-                    }
+                sums[ri] = softmax_numerators(row, round).1;
+            }
+            // P·V over all the head's keys: a causal block that sees fewer is padded with zeros.
+            if nk < keys {
+                probs.clear();
+                probs.resize(rows * keys, 0.0);
+                for (ri, row) in scores.chunks_exact(nk).enumerate() {
+                    probs[ri * keys..ri * keys + nk].copy_from_slice(row);
                 }
             }
-            (s, h, o)
-        })
-        .collect();
+            let pmat = if nk < keys { &probs } else { &scores };
+            ob.clear();
+            ob.resize(rows * hd, 0.0);
+            vp.gemm(pmat, rows, hd, &mut ob);
+            for (ri, row) in ob.chunks_exact(hd).enumerate() {
+                let inv = 1.0 / sums[ri];
+                let dst = &mut o[(b0 - i0 + ri) * hd..(b0 - i0 + ri + 1) * hd];
+                for (d, &x) in dst.iter_mut().zip(row) {
+                    *d = r(x * inv, round);
+                }
+            }
+        }
+        (s, h, o)
+    });
     for (s, h, o) in results {
         for ri in 0..seq {
             let i = s * seq + ri;
@@ -195,10 +250,66 @@ fn blocked_path(
     }
 }
 
-fn rows_path(
+/// Cached key or value elements the split-key path reads directly.
+trait KvElem: Copy + Sync {
+    /// `src` widened to f32 into `dst` (same length).
+    fn widen(src: &[Self], dst: &mut [f32]);
+    /// Sixteen consecutive elements at `p` widened to f32 (AVX-512F).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+}
+
+impl KvElem for f32 {
+    #[inline(always)]
+    fn widen(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
+        std::arch::x86_64::_mm512_loadu_ps(p)
+    }
+}
+
+impl KvElem for u16 {
+    #[inline(always)]
+    fn widen(src: &[u16], dst: &mut [f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = bf16_bits_to_f32(s);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const u16) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        let h = _mm256_loadu_si256(p as *const __m256i);
+        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+    }
+}
+
+/// Softmax state of one query head over one run of keys.
+struct Partial {
+    /// Largest score per head of the group (−∞ when every key was masked).
+    max: Vec<f32>,
+    /// Sum of the numerators per head.
+    sum: Vec<f32>,
+    /// Numerator-weighted sum of values, `[group, head_dim]`.
+    acc: Vec<f32>,
+}
+
+/// One task of the split-key path: query row, key head, and the run of keys `j0..j1`.
+#[derive(Clone, Copy)]
+struct Run {
+    row: usize,
+    group: usize,
+    j0: usize,
+    j1: usize,
+}
+
+fn split_key_path<E: KvElem>(
     q: &CpuTensor,
-    k: &CpuTensor,
-    v: &CpuTensor,
+    k: &[E],
+    v: &[E],
     p: &AttentionParams,
     round: bool,
     out: &mut [f32],
@@ -207,113 +318,356 @@ fn rows_path(
     let (q_cols, kv_cols) = (p.heads * hd, p.kv_heads * hd);
     let group = p.heads / p.kv_heads;
     let valid = key_valid(p);
-    let tasks: Vec<(usize, usize)> = (0..q.rows)
-        .flat_map(|i| (0..p.heads).map(move |h| (i, h)))
-        .collect();
-    let one = |scores: &mut Vec<f32>, (i, h): (usize, usize)| {
-        let (k0, k1) = key_range(p, i);
-        let g = h / group;
-        let qv = &q.data[i * q_cols + h * hd..][..hd];
-        let kh = &k.data[g * hd..];
-        let vh = &v.data[g * hd..];
-        let mut acc = vec![0f32; hd];
-        let sum = attend_row(
-            qv, kh, vh, kv_cols, k0, k1, valid, p.scale, round, scores, &mut acc,
-        );
-        let inv = 1.0 / sum;
-        acc.iter_mut().for_each(|a| *a = r(*a * inv, round));
-        (i, h, acc)
-    };
-    // Short contexts are cheaper on one thread than a fork-join.
-    let work = q.rows * p.heads * k.rows * hd;
-    let results: Vec<(usize, usize, Vec<f32>)> = if work < 1 << 18 {
-        let mut scores = Vec::new();
-        tasks.into_iter().map(|t| one(&mut scores, t)).collect()
+    // Enough runs to balance the threads, none shorter than MIN_RUN; one run per row and key head when
+    // the whole call is too small to be worth a parallel region.
+    let keys_max = (0..q.rows)
+        .map(|i| key_range(p, i))
+        .map(|(a, b)| b - a)
+        .max();
+    let keys_max = keys_max.unwrap_or(0);
+    let work = q.rows * p.heads * keys_max * hd;
+    let runs_per_head = if work < 1 << 15 {
+        1
     } else {
-        tasks.into_par_iter().map_init(Vec::new, one).collect()
+        RUNS_PER_CALL.div_ceil(q.rows * p.kv_heads)
     };
-    for (i, h, acc) in results {
-        out[i * q_cols + h * hd..i * q_cols + (h + 1) * hd].copy_from_slice(&acc);
-    }
-}
-
-/// Scores of one query against keys `k0..k1` (rows of `kh` with stride `ld`), softmax numerators, and
-/// their weighted sum of the value rows into `acc`; returns the softmax denominator.
-#[allow(clippy::too_many_arguments)]
-fn attend_row(
-    qv: &[f32],
-    kh: &[f32],
-    vh: &[f32],
-    ld: usize,
-    k0: usize,
-    k1: usize,
-    valid: Option<&[bool]>,
-    scale: f32,
-    round: bool,
-    scores: &mut Vec<f32>,
-    acc: &mut [f32],
-) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: the CPU has AVX-512F and FMA.
-        return unsafe {
-            attend_row_avx512(qv, kh, vh, ld, k0, k1, valid, scale, round, scores, acc)
-        };
-    }
-    attend_row_generic(qv, kh, vh, ld, k0, k1, valid, scale, round, scores, acc)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_row_avx512(
-    qv: &[f32],
-    kh: &[f32],
-    vh: &[f32],
-    ld: usize,
-    k0: usize,
-    k1: usize,
-    valid: Option<&[bool]>,
-    scale: f32,
-    round: bool,
-    scores: &mut Vec<f32>,
-    acc: &mut [f32],
-) -> f32 {
-    attend_row_generic(qv, kh, vh, ld, k0, k1, valid, scale, round, scores, acc)
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend_row_generic(
-    qv: &[f32],
-    kh: &[f32],
-    vh: &[f32],
-    ld: usize,
-    k0: usize,
-    k1: usize,
-    valid: Option<&[bool]>,
-    scale: f32,
-    round: bool,
-    scores: &mut Vec<f32>,
-    acc: &mut [f32],
-) -> f32 {
-    let hd = qv.len();
-    scores.clear();
-    for j in k0..k1 {
-        let s = if valid.is_some_and(|m| !m[j]) {
-            f32::NEG_INFINITY
-        } else {
-            dot(qv, &kh[j * ld..j * ld + hd]) * scale
-        };
-        scores.push(s);
-    }
-    let sum = softmax_numerators(scores, round);
-    for (j, &w) in (k0..k1).zip(scores.iter()) {
-        if w != 0.0 {
-            axpy(w, &vh[j * ld..j * ld + hd], acc);
+    let run_len = keys_max
+        .div_ceil(runs_per_head)
+        .next_multiple_of(MIN_RUN)
+        .max(MIN_RUN);
+    let mut runs = Vec::new();
+    for row in 0..q.rows {
+        let (k0, k1) = key_range(p, row);
+        for g in 0..p.kv_heads {
+            let mut j0 = k0;
+            while j0 < k1 {
+                let j1 = (j0 + run_len).min(k1);
+                runs.push(Run {
+                    row,
+                    group: g,
+                    j0,
+                    j1,
+                });
+                j0 = j1;
+            }
         }
     }
-    sum
+    let partials = pool::map(runs.len(), |t| {
+        let run = runs[t];
+        let qg = &q.data[run.row * q_cols + run.group * group * hd..][..group * hd];
+        let col = run.group * hd;
+        attend_run(qg, hd, k, v, kv_cols, col, run, valid, p.scale, round)
+    });
+    // Merge the runs of each (row, key head), in key order.
+    let mut t = 0;
+    while t < runs.len() {
+        let (row, g) = (runs[t].row, runs[t].group);
+        let mut end = t;
+        while end < runs.len() && runs[end].row == row && runs[end].group == g {
+            end += 1;
+        }
+        let parts = &partials[t..end];
+        for h in 0..group {
+            let m = parts
+                .iter()
+                .map(|pt| pt.max[h])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let dst = &mut out[row * q_cols + (g * group + h) * hd..][..hd];
+            if parts.len() == 1 {
+                let inv = 1.0 / parts[0].sum[h];
+                for (d, &a) in dst.iter_mut().zip(&parts[0].acc[h * hd..(h + 1) * hd]) {
+                    *d = r(a * inv, round);
+                }
+                continue;
+            }
+            let mut sum = 0f32;
+            let mut acc = vec![0f32; hd];
+            for pt in parts.iter().filter(|pt| pt.max[h] > f32::NEG_INFINITY) {
+                let f = (pt.max[h] - m).exp();
+                sum += pt.sum[h] * f;
+                axpy(f, &pt.acc[h * hd..(h + 1) * hd], &mut acc);
+            }
+            let inv = 1.0 / sum;
+            for (d, &a) in dst.iter_mut().zip(&acc) {
+                *d = r(a * inv, round);
+            }
+        }
+        t = end;
+    }
+}
+
+/// The partial softmax of the query heads `qg` (`[group, head_dim]`) over one run of keys (rows of
+/// `k` and `v` with stride `ld`, columns from `col`).
+#[allow(clippy::too_many_arguments)]
+fn attend_run<E: KvElem>(
+    qg: &[f32],
+    hd: usize,
+    k: &[E],
+    v: &[E],
+    ld: usize,
+    col: usize,
+    run: Run,
+    valid: Option<&[bool]>,
+    scale: f32,
+    round: bool,
+) -> Partial {
+    let n = run.j1 - run.j0;
+    let group = qg.len() / hd;
+    let mut scores = vec![0f32; group * n];
+    let (kr, vr) = (&k[run.j0 * ld + col..], &v[run.j0 * ld + col..]);
+    #[cfg(target_arch = "x86_64")]
+    let wide = has_avx512() && hd.is_multiple_of(16) && hd <= 128;
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
+    if wide {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has AVX-512F and FMA; the rows read lie inside `k`.
+        unsafe {
+            x86::scores(qg, hd, kr, ld, n, scale, &mut scores)
+        };
+    } else {
+        scores_generic(qg, hd, kr, ld, n, scale, &mut scores);
+    }
+    if let Some(m) = valid {
+        for (jj, _) in m[run.j0..run.j1].iter().enumerate().filter(|(_, &ok)| !ok) {
+            for h in 0..group {
+                scores[h * n + jj] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    let mut max = vec![0f32; group];
+    let mut sum = vec![0f32; group];
+    for h in 0..group {
+        (max[h], sum[h]) = softmax_numerators(&mut scores[h * n..(h + 1) * n], round);
+    }
+    let mut acc = vec![0f32; group * hd];
+    if wide {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, for `v`.
+        unsafe {
+            x86::values(&scores, hd, vr, ld, n, &mut acc)
+        };
+    } else {
+        values_generic(&scores, hd, vr, ld, n, &mut acc);
+    }
+    Partial { max, sum, acc }
+}
+
+/// `scores[h·n + j] = q_h · k_j · scale` for the `n` key rows of `k` (stride `ld`).
+fn scores_generic<E: KvElem>(
+    qg: &[f32],
+    hd: usize,
+    k: &[E],
+    ld: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let group = qg.len() / hd;
+    let row = &mut vec![0f32; hd][..];
+    for j in 0..n {
+        E::widen(&k[j * ld..][..hd], row);
+        for h in 0..group {
+            scores[h * n + j] = dot(&qg[h * hd..(h + 1) * hd], row) * scale;
+        }
+    }
+}
+
+/// `acc_h += Σ_j p[h·n + j] · v_j` over the `n` value rows of `v` (stride `ld`).
+fn values_generic<E: KvElem>(p: &[f32], hd: usize, v: &[E], ld: usize, n: usize, acc: &mut [f32]) {
+    let group = acc.len() / hd;
+    let row = &mut vec![0f32; hd][..];
+    for j in 0..n {
+        if (0..group).all(|h| p[h * n + j] == 0.0) {
+            continue;
+        }
+        E::widen(&v[j * ld..][..hd], row);
+        for h in 0..group {
+            let w = p[h * n + j];
+            if w != 0.0 {
+                axpy(w, row, &mut acc[h * hd..(h + 1) * hd]);
+            }
+        }
+    }
+}
+
+/// AVX-512 tiles of the split-key path for head widths that are multiples of 16 (up to 128): a key
+/// or value row is loaded (and widened) once for up to four query heads, and sixteen keys' dot
+/// products are reduced together by a transpose-and-add.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::KvElem;
+
+    /// Lane i of the result is the sum of the lanes of `v[i]`.
+    #[inline(always)]
+    unsafe fn transpose_sum(v: &[__m512; 16]) -> __m512 {
+        let mut a = [_mm512_setzero_ps(); 8];
+        for i in 0..8 {
+            let (x, y) = (v[2 * i], v[2 * i + 1]);
+            a[i] = _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
+        }
+        let mut b = [_mm512_setzero_ps(); 4];
+        for i in 0..4 {
+            let (x, y) = (_mm512_castps_pd(a[2 * i]), _mm512_castps_pd(a[2 * i + 1]));
+            // 64-bit unpacks move lane pairs; the sums are f32 sums.
+            b[i] = _mm512_add_ps(
+                _mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
+                _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)),
+            );
+        }
+        // Each 128-bit block of b[i] now holds partial sums of v[4i..4i+4], in order.
+        let c0 = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(b[0], b[1]),
+            _mm512_shuffle_f32x4::<0xDD>(b[0], b[1]),
+        );
+        let c1 = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(b[2], b[3]),
+            _mm512_shuffle_f32x4::<0xDD>(b[2], b[3]),
+        );
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(c0, c1),
+            _mm512_shuffle_f32x4::<0xDD>(c0, c1),
+        )
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn scores<E: KvElem>(
+        qg: &[f32],
+        hd: usize,
+        k: &[E],
+        ld: usize,
+        n: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        let group = qg.len() / hd;
+        let mut h0 = 0;
+        while h0 < group {
+            match group - h0 {
+                1 => scores_tile::<E, 1>(qg, h0, hd, k, ld, n, scale, out),
+                2 => scores_tile::<E, 2>(qg, h0, hd, k, ld, n, scale, out),
+                3 => scores_tile::<E, 3>(qg, h0, hd, k, ld, n, scale, out),
+                _ => scores_tile::<E, 4>(qg, h0, hd, k, ld, n, scale, out),
+            }
+            h0 += 4;
+        }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn scores_tile<E: KvElem, const HG: usize>(
+        qg: &[f32],
+        h0: usize,
+        hd: usize,
+        k: &[E],
+        ld: usize,
+        n: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        let q = qg.as_ptr().add(h0 * hd);
+        let sv = _mm512_set1_ps(scale);
+        let mut part = [[_mm512_setzero_ps(); 16]; HG];
+        let mut j0 = 0;
+        while j0 < n {
+            let len = 16.min(n - j0);
+            for (kk, j) in (j0..j0 + len).enumerate() {
+                let mut acc = [_mm512_setzero_ps(); HG];
+                let kp = k.as_ptr().add(j * ld);
+                for c in (0..hd).step_by(16) {
+                    let kv = E::load16(kp.add(c));
+                    for (h, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(_mm512_loadu_ps(q.add(h * hd + c)), kv, *a);
+                    }
+                }
+                for h in 0..HG {
+                    part[h][kk] = acc[h];
+                }
+            }
+            for p in part.iter_mut() {
+                p[len..].fill(_mm512_setzero_ps());
+            }
+            for (h, p) in part.iter().enumerate() {
+                let s = _mm512_mul_ps(transpose_sum(p), sv);
+                let mut buf = [0f32; 16];
+                _mm512_storeu_ps(buf.as_mut_ptr(), s);
+                out[(h0 + h) * n + j0..][..len].copy_from_slice(&buf[..len]);
+            }
+            j0 += 16;
+        }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn values<E: KvElem>(
+        p: &[f32],
+        hd: usize,
+        v: &[E],
+        ld: usize,
+        n: usize,
+        acc: &mut [f32],
+    ) {
+        let group = acc.len() / hd;
+        let mut h0 = 0;
+        while h0 < group {
+            for c0 in (0..hd).step_by(64) {
+                let cn = (hd - c0).min(64) / 16;
+                macro_rules! go {
+                    ($hg:literal) => {
+                        match cn {
+                            1 => values_tile::<E, $hg, 1>(p, h0, c0, hd, v, ld, n, acc),
+                            2 => values_tile::<E, $hg, 2>(p, h0, c0, hd, v, ld, n, acc),
+                            3 => values_tile::<E, $hg, 3>(p, h0, c0, hd, v, ld, n, acc),
+                            _ => values_tile::<E, $hg, 4>(p, h0, c0, hd, v, ld, n, acc),
+                        }
+                    };
+                }
+                match group - h0 {
+                    1 => go!(1),
+                    2 => go!(2),
+                    3 => go!(3),
+                    _ => go!(4),
+                }
+            }
+            h0 += 4;
+        }
+    }
+
+    /// Heads `h0..h0+HG`, columns `c0..c0+16·CN`: the accumulators stay in registers over all keys.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn values_tile<E: KvElem, const HG: usize, const CN: usize>(
+        p: &[f32],
+        h0: usize,
+        c0: usize,
+        hd: usize,
+        v: &[E],
+        ld: usize,
+        n: usize,
+        acc: &mut [f32],
+    ) {
+        let mut a = [[_mm512_setzero_ps(); CN]; HG];
+        for j in 0..n {
+            let vp = v.as_ptr().add(j * ld + c0);
+            let vv: [__m512; CN] = std::array::from_fn(|c| E::load16(vp.add(16 * c)));
+            for (h, ah) in a.iter_mut().enumerate() {
+                let w = _mm512_set1_ps(*p.get_unchecked((h0 + h) * n + j));
+                for c in 0..CN {
+                    ah[c] = _mm512_fmadd_ps(w, vv[c], ah[c]);
+                }
+            }
+        }
+        for (h, ah) in a.iter().enumerate() {
+            let dst = acc.as_mut_ptr().add((h0 + h) * hd + c0);
+            for (c, &x) in ah.iter().enumerate() {
+                _mm512_storeu_ps(
+                    dst.add(16 * c),
+                    _mm512_add_ps(_mm512_loadu_ps(dst.add(16 * c)), x),
+                );
+            }
+        }
+    }
 }
 
 #[inline(always)]

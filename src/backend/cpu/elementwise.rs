@@ -243,9 +243,10 @@ pub mod simd {
         _mm512_mask_blend_ps(lo, e, _mm512_setzero_ps())
     }
 
-    /// Softmax numerators `e^(s − max)` in place (rounded to bf16 with `round`); returns their f32 sum.
+    /// Softmax numerators `e^(s − max)` in place (rounded to bf16 with `round`); returns the max and
+    /// the f32 sum of the numerators. A row of −∞ only becomes zeros, with max −∞ and sum 0.
     #[target_feature(enable = "avx512f,fma")]
-    pub unsafe fn softmax_numerators(s: &mut [f32], round: bool) -> f32 {
+    pub unsafe fn softmax_numerators(s: &mut [f32], round: bool) -> (f32, f32) {
         let n = s.len();
         let full = n / 16 * 16;
         let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
@@ -255,6 +256,10 @@ pub mod simd {
         let mut max = _mm512_reduce_max_ps(m);
         for &v in &s[full..] {
             max = max.max(v);
+        }
+        if max == f32::NEG_INFINITY {
+            s.fill(0.0);
+            return (max, 0.0);
         }
         let mv = _mm512_set1_ps(max);
         let mut sum = _mm512_setzero_ps();
@@ -285,7 +290,7 @@ pub mod simd {
                 e
             };
         }
-        total
+        (max, total)
     }
 
     /// GELU (tanh approximation) in place; tanh(u) = sign(u)·(1 − e)/(1 + e) with e = e^(−2|u|).

@@ -1,15 +1,14 @@
-//! The CPU backend: the reference implementation of every op, multi-threaded with rayon.
+//! The CPU backend: the reference implementation of every op, multi-threaded on [`pool::ThreadPool`].
 //! Activations live in f32 `Vec`s (in bf16 mode they hold bf16-representable values); weights stay in
 //! the memory-mapped checkpoint in their own dtype and are widened inside the kernels.
 
 mod attention;
 mod elementwise;
 pub mod matmul;
+pub mod pool;
 
 use std::ops::Range;
 use std::sync::Arc;
-
-use rayon::prelude::*;
 
 use super::{ActDtype, AttentionParams, Backend};
 use crate::error::{Error, Result};
@@ -44,6 +43,36 @@ pub struct CpuTensor {
     pub rows: usize,
     /// Number of columns.
     pub cols: usize,
+}
+
+/// A layer's cached keys or values: f32 rows, or in bf16 mode the bf16 bit patterns of the rows
+/// (their values are bf16 already, so this loses nothing and halves what decoding reads).
+#[derive(Debug, Clone)]
+pub struct CpuCache {
+    f32: Vec<f32>,
+    bf16: Vec<u16>,
+    half: bool,
+    rows: usize,
+    cols: usize,
+}
+
+impl CpuCache {
+    fn view(&self) -> attention::Kv<'_> {
+        attention::Kv {
+            data: if self.half {
+                attention::KvData::Bf16(&self.bf16)
+            } else {
+                attention::KvData::F32(&self.f32)
+            },
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+
+    /// Number of cached positions.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
 }
 
 /// A weight matrix viewed in place inside its memory-mapped file.
@@ -98,29 +127,26 @@ impl CpuWeight {
 /// The CPU backend.
 pub struct CpuBackend {
     act: ActDtype,
-    pool: rayon::ThreadPool,
+    pool: pool::ThreadPool,
 }
 
 impl CpuBackend {
     /// A backend computing with activations in `act`, on `threads` threads (`None`: one per core).
     pub fn new(act: ActDtype, threads: Option<usize>) -> Result<Self> {
         keep_large_allocations();
-        let mut builder = rayon::ThreadPoolBuilder::new();
-        if let Some(t) = threads {
-            if t == 0 {
-                return Err(Error::input("--threads must be at least 1"));
-            }
-            builder = builder.num_threads(t);
-        }
-        let pool = builder
-            .build()
+        let threads = match threads {
+            Some(0) => return Err(Error::input("--threads must be at least 1")),
+            Some(t) => t,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let pool = pool::ThreadPool::new(threads)
             .map_err(|e| Error::input(format!("cannot start the thread pool: {e}")))?;
         Ok(CpuBackend { act, pool })
     }
 
     /// Number of worker threads.
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.pool.threads()
     }
 
     fn bf16(&self) -> bool {
@@ -142,10 +168,20 @@ impl CpuBackend {
                 .zip(x.data.chunks(x.cols))
                 .for_each(|(o, r)| f(r, o));
         } else {
+            // Several rows per task keep the task counter out of the profile.
+            let (cols, per_task) = (x.cols, 16);
             self.pool.install(|| {
-                out.par_chunks_mut(x.cols)
-                    .zip(x.data.par_chunks(x.cols))
-                    .for_each(|(o, r)| f(r, o))
+                pool::chunks_mut(
+                    &mut out,
+                    cols * per_task,
+                    || (),
+                    |_, t, o| {
+                        let src = &x.data[t * per_task * cols..][..o.len()];
+                        o.chunks_mut(cols)
+                            .zip(src.chunks(cols))
+                            .for_each(|(o, r)| f(r, o));
+                    },
+                )
             });
         }
         self.tensor(out, x.rows, x.cols)
@@ -160,6 +196,7 @@ impl CpuBackend {
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
     type Weight = CpuWeight;
+    type Cache = CpuCache;
 
     fn name(&self) -> &'static str {
         "cpu"
@@ -202,25 +239,38 @@ impl Backend for CpuBackend {
         (t.rows, t.cols)
     }
 
-    fn empty(&self, cols: usize, capacity: usize) -> CpuTensor {
-        CpuTensor {
-            data: Vec::with_capacity(cols * capacity),
+    fn cache_new(&self, cols: usize, capacity: usize) -> CpuCache {
+        let half = self.bf16();
+        CpuCache {
+            f32: if half {
+                Vec::new()
+            } else {
+                Vec::with_capacity(cols * capacity)
+            },
+            bf16: if half {
+                Vec::with_capacity(cols * capacity)
+            } else {
+                Vec::new()
+            },
+            half,
             rows: 0,
             cols,
         }
     }
 
-    fn append_rows(&self, dst: &mut CpuTensor, src: &CpuTensor) {
-        assert_eq!(dst.cols, src.cols, "append_rows: column mismatch");
-        dst.data.extend_from_slice(&src.data);
-        dst.rows += src.rows;
-    }
-
-    fn truncate_rows(&self, t: &mut CpuTensor, rows: usize) {
-        if rows < t.rows {
-            t.data.truncate(rows * t.cols);
-            t.rows = rows;
+    fn cache_append(&self, cache: &mut CpuCache, src: &CpuTensor) {
+        assert_eq!(cache.cols, src.cols, "cache_append: column mismatch");
+        if cache.half {
+            // Values are bf16 already in this mode: the top half of each f32 is the whole value.
+            cache.bf16.extend(
+                src.data
+                    .iter()
+                    .map(|&v| (round_bf16(v).to_bits() >> 16) as u16),
+            );
+        } else {
+            cache.f32.extend_from_slice(&src.data);
         }
+        cache.rows += src.rows;
     }
 
     fn embedding(&self, table: &CpuWeight, ids: &[u32]) -> CpuTensor {
@@ -299,9 +349,12 @@ impl Backend for CpuBackend {
             return elementwise::gelu_tanh(&mut x.data, round);
         }
         self.pool.install(|| {
-            x.data
-                .par_chunks_mut(4096)
-                .for_each(|c| elementwise::gelu_tanh(c, round));
+            pool::chunks_mut(
+                &mut x.data,
+                4096,
+                || (),
+                |_, _, c| elementwise::gelu_tanh(c, round),
+            )
         });
     }
 
@@ -329,9 +382,23 @@ impl Backend for CpuBackend {
         v: &CpuTensor,
         p: &AttentionParams,
     ) -> CpuTensor {
+        let (k, v) = (attention::Kv::of(k), attention::Kv::of(v));
         let out = self
             .pool
             .install(|| attention::attention(q, k, v, p, self.bf16()));
+        self.tensor(out, q.rows, p.heads * p.head_dim)
+    }
+
+    fn cached_attention(
+        &self,
+        q: &CpuTensor,
+        k: &CpuCache,
+        v: &CpuCache,
+        p: &AttentionParams,
+    ) -> CpuTensor {
+        let out = self
+            .pool
+            .install(|| attention::attention(q, k.view(), v.view(), p, self.bf16()));
         self.tensor(out, q.rows, p.heads * p.head_dim)
     }
 
