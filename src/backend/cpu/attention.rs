@@ -119,14 +119,18 @@ fn key_valid<'a>(p: &AttentionParams<'a>) -> Option<&'a [bool]> {
     }
 }
 
-/// Softmax numerators of one row of scores, in place; returns the row max and the f32 sum of the
-/// numerators. Masked entries are −∞; a fully masked row gives zeros, max −∞ and sum 0.
+/// Softmax numerators of one row of scores multiplied by `scale` (> 0), in place; returns the max
+/// of the scaled row and the f32 sum of the numerators. Masked entries are −∞; a fully masked row
+/// gives zeros, max −∞ and sum 0.
 #[inline]
-fn softmax_numerators(scores: &mut [f32], round: bool) -> (f32, f32) {
+fn softmax_numerators(scores: &mut [f32], scale: f32, round: bool) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if super::matmul::has_avx512() {
         // SAFETY: the CPU has AVX-512F and FMA.
-        return unsafe { super::elementwise::simd::softmax_numerators(scores, round) };
+        return unsafe { super::elementwise::simd::softmax_numerators(scores, scale, round) };
+    }
+    if scale != 1.0 {
+        scores.iter_mut().for_each(|s| *s *= scale);
     }
     let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
     if max == f32::NEG_INFINITY {
@@ -212,12 +216,16 @@ fn blocked_path(
             let mut sums = vec![0f32; rows];
             for (ri, row) in scores.chunks_exact_mut(nk).enumerate() {
                 let (_, end) = key_range(p, b0 + ri);
-                for (j, sc) in row.iter_mut().enumerate() {
-                    let key = k0 + j;
-                    let ok = key < end && valid.is_none_or(|m| m[key]);
-                    *sc = if ok { *sc * p.scale } else { f32::NEG_INFINITY };
+                // Masked keys become −∞ here; the scale is applied inside the softmax pass.
+                if end - k0 < nk {
+                    row[end - k0..].fill(f32::NEG_INFINITY);
                 }
-                sums[ri] = softmax_numerators(row, round).1;
+                if let Some(m) = valid {
+                    for (sc, _) in row.iter_mut().zip(&m[k0..]).filter(|(_, &ok)| !ok) {
+                        *sc = f32::NEG_INFINITY;
+                    }
+                }
+                sums[ri] = softmax_numerators(row, p.scale, round).1;
             }
             // P·V over all the head's keys: a causal block that sees fewer is padded with zeros.
             if nk < keys {
@@ -438,7 +446,7 @@ fn attend_run<E: KvElem>(
     let mut max = vec![0f32; group];
     let mut sum = vec![0f32; group];
     for h in 0..group {
-        (max[h], sum[h]) = softmax_numerators(&mut scores[h * n..(h + 1) * n], round);
+        (max[h], sum[h]) = softmax_numerators(&mut scores[h * n..(h + 1) * n], 1.0, round);
     }
     let mut acc = vec![0f32; group * hd];
     if wide {

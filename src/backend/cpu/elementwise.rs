@@ -243,19 +243,24 @@ pub mod simd {
         _mm512_mask_blend_ps(lo, e, _mm512_setzero_ps())
     }
 
-    /// Softmax numerators `e^(s − max)` in place (rounded to bf16 with `round`); returns the max and
-    /// the f32 sum of the numerators. A row of −∞ only becomes zeros, with max −∞ and sum 0.
+    /// Softmax numerators `e^(s·scale − max)` in place (rounded to bf16 with `round`); returns the
+    /// max of the scaled row and the f32 sum of the numerators. A row of −∞ only becomes zeros, with
+    /// max −∞ and sum 0.
     #[target_feature(enable = "avx512f,fma")]
-    pub unsafe fn softmax_numerators(s: &mut [f32], round: bool) -> (f32, f32) {
+    pub unsafe fn softmax_numerators(s: &mut [f32], scale: f32, round: bool) -> (f32, f32) {
         let n = s.len();
         let full = n / 16 * 16;
         let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+        let sv = _mm512_set1_ps(scale);
         for c in (0..full).step_by(16) {
-            m = _mm512_max_ps(m, _mm512_loadu_ps(s.as_ptr().add(c)));
+            let v = _mm512_mul_ps(_mm512_loadu_ps(s.as_ptr().add(c)), sv);
+            _mm512_storeu_ps(s.as_mut_ptr().add(c), v);
+            m = _mm512_max_ps(m, v);
         }
         let mut max = _mm512_reduce_max_ps(m);
-        for &v in &s[full..] {
-            max = max.max(v);
+        for v in &mut s[full..] {
+            *v *= scale;
+            max = max.max(*v);
         }
         if max == f32::NEG_INFINITY {
             s.fill(0.0);
