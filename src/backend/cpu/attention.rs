@@ -508,6 +508,21 @@ mod x86 {
 
     use super::KvElem;
 
+    /// Rows ahead of the one being read that are prefetched. Cached rows of one key head sit a whole
+    /// cache row apart (all heads of a position are adjacent), a stride the hardware prefetcher
+    /// follows poorly: without this the split-key path ran at about a third of the DRAM bandwidth.
+    const AHEAD: usize = 16;
+
+    /// Prefetches the `len` elements at `p` (may point past the cache: prefetches never fault).
+    #[inline(always)]
+    unsafe fn prefetch_row<E>(p: *const E, len: usize) {
+        let bytes = len * std::mem::size_of::<E>();
+        let b = p as *const i8;
+        for off in (0..bytes).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(off));
+        }
+    }
+
     /// Lane i of the result is the sum of the lanes of `v[i]`.
     #[inline(always)]
     unsafe fn transpose_sum(v: &[__m512; 16]) -> __m512 {
@@ -584,6 +599,7 @@ mod x86 {
             for (kk, j) in (j0..j0 + len).enumerate() {
                 let mut acc = [_mm512_setzero_ps(); HG];
                 let kp = k.as_ptr().add(j * ld);
+                prefetch_row(kp.wrapping_add(AHEAD * ld), hd);
                 for c in (0..hd).step_by(16) {
                     let kv = E::load16(kp.add(c));
                     for (h, a) in acc.iter_mut().enumerate() {
@@ -658,6 +674,7 @@ mod x86 {
         let mut a = [[_mm512_setzero_ps(); CN]; HG];
         for j in 0..n {
             let vp = v.as_ptr().add(j * ld + c0);
+            prefetch_row(vp.wrapping_add(AHEAD * ld), 16 * CN);
             let vv: [__m512; CN] = std::array::from_fn(|c| E::load16(vp.add(16 * c)));
             for (h, ah) in a.iter_mut().enumerate() {
                 let w = _mm512_set1_ps(*p.get_unchecked((h0 + h) * n + j));
