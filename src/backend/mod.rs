@@ -103,6 +103,18 @@ pub trait Backend: Send + Sync {
         w: &Self::Weight,
         bias: Option<&Self::Weight>,
     ) -> Self::Tensor;
+    /// `gelu_tanh(x·Wᵀ (+ b))`: [`Backend::matmul`] then [`Backend::gelu_tanh`], which a device may
+    /// fuse into one pass.
+    fn matmul_gelu(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Weight,
+        bias: Option<&Self::Weight>,
+    ) -> Self::Tensor {
+        let mut y = self.matmul(x, w, bias);
+        self.gelu_tanh(&mut y);
+        y
+    }
     /// Several products of the same activations (`x·Wᵢᵀ (+ bᵢ)`), e.g. q/k/v; a device may run them
     /// as one launch.
     fn matmul_multi(

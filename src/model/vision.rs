@@ -161,8 +161,7 @@ impl<B: Backend> VisionTower<B> {
             let o = b.matmul(&a, &l.o.w, Some(&l.o.b));
             b.add_assign(&mut x, &o);
             let h = b.layer_norm(&x, &l.ln2.0, &l.ln2.1, eps);
-            let mut m = b.matmul(&h, &l.fc1.w, Some(&l.fc1.b));
-            b.gelu_tanh(&mut m);
+            let m = b.matmul_gelu(&h, &l.fc1.w, Some(&l.fc1.b));
             let m = b.matmul(&m, &l.fc2.w, Some(&l.fc2.b));
             b.add_assign(&mut x, &m);
         }

@@ -49,10 +49,14 @@ pub fn gelu_tanh(x: &mut [f32], round: bool) {
 
 fn gelu_tanh_scalar(x: &mut [f32], round: bool) {
     for v in x.iter_mut() {
-        let a = *v;
-        let inner = GELU_BETA * (a + GELU_KAPPA * a * a * a);
-        *v = r(0.5 * a * (1.0 + inner.tanh()), round);
+        *v = r(gelu_tanh_one(*v), round);
     }
+}
+
+/// GELU (tanh approximation) of one value, unrounded: the portable definition.
+pub fn gelu_tanh_one(a: f32) -> f32 {
+    let inner = GELU_BETA * (a + GELU_KAPPA * a * a * a);
+    0.5 * a * (1.0 + inner.tanh())
 }
 
 /// `silu(gate) ⊙ up`; in bf16 the activation is rounded before the product, as in `act(g) * u`.
@@ -301,33 +305,54 @@ pub mod simd {
     /// GELU (tanh approximation) in place; tanh(u) = sign(u)·(1 − e)/(1 + e) with e = e^(−2|u|).
     #[target_feature(enable = "avx512f,fma")]
     pub unsafe fn gelu_tanh(x: &mut [f32], round: bool) {
-        let full = x.len() / 16 * 16;
+        // Every element goes through the vector code (the tail under a mask), so a value's result
+        // does not depend on where it sits; the matmul epilogue that fuses GELU relies on that.
+        for c in (0..x.len()).step_by(16) {
+            let live = (x.len() - c).min(16);
+            let m: __mmask16 = if live == 16 {
+                0xffff
+            } else {
+                (1u16 << live) - 1
+            };
+            let p = x.as_mut_ptr().add(c);
+            let mut g = gelu_ps(_mm512_maskz_loadu_ps(m, p));
+            if round {
+                g = round_bf16_ps(g);
+            }
+            _mm512_mask_storeu_ps(p, m, g);
+        }
+    }
+
+    /// GELU (tanh approximation) on 16 lanes, unrounded.
+    #[inline(always)]
+    pub unsafe fn gelu_ps(v: __m512) -> __m512 {
         let beta = _mm512_set1_ps(super::GELU_BETA);
         let kappa = _mm512_set1_ps(super::GELU_KAPPA);
         let one = _mm512_set1_ps(1.0);
         let sign = _mm512_set1_ps(-0.0);
-        for c in (0..full).step_by(16) {
-            let v = _mm512_loadu_ps(x.as_ptr().add(c));
-            let u = _mm512_mul_ps(
-                beta,
-                _mm512_fmadd_ps(_mm512_mul_ps(kappa, v), _mm512_mul_ps(v, v), v),
-            );
-            let au = _mm512_andnot_ps(sign, u);
-            let e = exp_ps(_mm512_mul_ps(_mm512_set1_ps(-2.0), au));
-            let t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
-            let t = _mm512_or_ps(t, _mm512_and_ps(sign, u));
-            let mut g = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), v), _mm512_add_ps(one, t));
-            if round {
-                let ui = _mm512_castps_si512(g);
-                let lsb = _mm512_and_si512(_mm512_srli_epi32(ui, 16), _mm512_set1_epi32(1));
-                let r = _mm512_add_epi32(_mm512_add_epi32(ui, _mm512_set1_epi32(0x7fff)), lsb);
-                g = _mm512_castsi512_ps(_mm512_and_si512(
-                    r,
-                    _mm512_set1_epi32(0xffff_0000u32 as i32),
-                ));
-            }
-            _mm512_storeu_ps(x.as_mut_ptr().add(c), g);
-        }
-        super::gelu_tanh_scalar(&mut x[full..], round);
+        let u = _mm512_mul_ps(
+            beta,
+            _mm512_fmadd_ps(_mm512_mul_ps(kappa, v), _mm512_mul_ps(v, v), v),
+        );
+        let au = _mm512_andnot_ps(sign, u);
+        let e = exp_ps(_mm512_mul_ps(_mm512_set1_ps(-2.0), au));
+        let t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+        let t = _mm512_or_ps(t, _mm512_and_ps(sign, u));
+        _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), v), _mm512_add_ps(one, t))
+    }
+
+    /// Round-to-nearest-even to bf16 on 16 lanes, as [`crate::numeric::round_bf16`] (NaN stays NaN).
+    #[inline(always)]
+    pub unsafe fn round_bf16_ps(v: __m512) -> __m512 {
+        let u = _mm512_castps_si512(v);
+        let lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+        let r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+        let rounded = _mm512_and_si512(r, _mm512_set1_epi32(0xffff_0000u32 as i32));
+        let quiet = _mm512_and_si512(
+            _mm512_or_si512(u, _mm512_set1_epi32(0x0040_0000)),
+            _mm512_set1_epi32(0xffff_0000u32 as i32),
+        );
+        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        _mm512_castsi512_ps(_mm512_mask_blend_epi32(nan, rounded, quiet))
     }
 }

@@ -167,6 +167,42 @@ pub fn matmul_isa(
     out
 }
 
+/// `gelu_tanh(x·Wᵀ (+ bias))` with the outputs rounded to bf16 before and after the GELU when `round`:
+/// the same values as [`matmul`] followed by the GELU op, in one pass over the output where the
+/// AVX-512 panel kernels run.
+pub fn matmul_gelu(
+    x: &[f32],
+    m: usize,
+    w: &CpuWeight,
+    bias: Option<&[f32]>,
+    round: bool,
+) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() && m > GEMV_ROWS {
+        let isa = best_isa();
+        let mut out = vec![0f32; m * w.rows];
+        let epi = Epilogue {
+            bias,
+            round,
+            gelu: true,
+        };
+        assert_eq!(x.len(), m * w.cols, "matmul_gelu: inner dimensions differ");
+        x86::gemm_packed(
+            isa == Isa::Avx512Bf16 && round,
+            x,
+            m,
+            w.cols,
+            BMat::Weight(w),
+            &epi,
+            &mut out,
+        );
+        return out;
+    }
+    let mut out = matmul(x, m, w, bias, round);
+    super::elementwise::gelu_tanh(&mut out, round);
+    out
+}
+
 /// Several products `x·Wᵢᵀ (+ bᵢ)` of the same activations, one output each; decoding runs them in one
 /// parallel region.
 pub fn matmul_multi(
@@ -181,7 +217,11 @@ pub fn matmul_multi(
     if has_avx512() && m > 0 {
         let epis: Vec<Epilogue> = ws
             .iter()
-            .map(|&(_, bias)| Epilogue { bias, round })
+            .map(|&(_, bias)| Epilogue {
+                bias,
+                round,
+                gelu: false,
+            })
             .collect();
         let jobs: Vec<(&CpuWeight, &Epilogue, SendPtr)> = ws
             .iter()
@@ -233,7 +273,11 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    let epi = Epilogue { bias, round };
+    let epi = Epilogue {
+        bias,
+        round,
+        gelu: false,
+    };
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Bf16 | Isa::Avx512 if m <= GEMV_ROWS => {
@@ -282,6 +326,7 @@ impl<'a> Packed<'a> {
         let epi = Epilogue {
             bias: None,
             round: false,
+            gelu: false,
         };
         #[cfg(target_arch = "x86_64")]
         if let Some(p) = &self.avx {
@@ -314,11 +359,15 @@ const GEMV_ROWS: usize = 4;
 struct Epilogue<'a> {
     bias: Option<&'a [f32]>,
     round: bool,
+    /// GELU (tanh) after the bias and rounding, rounded again: `gelu_tanh(matmul(..))` in one pass.
+    /// Only the AVX-512 panel kernels fuse it; other paths apply the separate op afterwards.
+    gelu: bool,
 }
 
 impl Epilogue<'_> {
     #[inline(always)]
     fn apply(&self, col: usize, v: f32) -> f32 {
+        debug_assert!(!self.gelu, "scalar epilogues do not fuse GELU");
         let v = match self.bias {
             Some(b) => v + b[col],
             None => v,
@@ -514,6 +563,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{bf16_to_f32, f16_to_f32, BMat, DType, Epilogue, SendPtr};
+    use crate::backend::cpu::elementwise::simd::{gelu_ps, round_bf16_ps};
     use crate::backend::cpu::{pool, CpuWeight};
 
     /// Columns of B per panel (two zmm registers).
@@ -795,6 +845,8 @@ mod x86 {
         store(&acc, c, ldc, nr, n0, epi);
     }
 
+    /// Writes an accumulator tile through the epilogue, sixteen columns at a time (partial panels
+    /// under a mask).
     #[inline(always)]
     unsafe fn store<const R: usize>(
         acc: &[[__m512; 2]; R],
@@ -804,13 +856,33 @@ mod x86 {
         n0: usize,
         epi: &Epilogue,
     ) {
-        let mut buf = [0f32; 32];
+        let live = if nr >= 32 { u32::MAX } else { (1u32 << nr) - 1 };
+        let masks = [live as __mmask16, (live >> 16) as __mmask16];
+        let mut bias = [_mm512_setzero_ps(); 2];
+        if let Some(b) = epi.bias {
+            for (h, bv) in bias.iter_mut().enumerate() {
+                *bv = _mm512_maskz_loadu_ps(masks[h], b.as_ptr().add(n0 + 16 * h));
+            }
+        }
         for (i, row) in acc.iter().enumerate() {
-            _mm512_storeu_ps(buf.as_mut_ptr(), row[0]);
-            _mm512_storeu_ps(buf.as_mut_ptr().add(16), row[1]);
-            let dst = c.add(i * ldc);
-            for (j, &v) in buf.iter().enumerate().take(nr) {
-                *dst.add(j) = epi.apply(n0 + j, v);
+            for h in 0..2 {
+                if masks[h] == 0 {
+                    continue;
+                }
+                let mut v = row[h];
+                if epi.bias.is_some() {
+                    v = _mm512_add_ps(v, bias[h]);
+                }
+                if epi.round {
+                    v = round_bf16_ps(v);
+                }
+                if epi.gelu {
+                    v = gelu_ps(v);
+                    if epi.round {
+                        v = round_bf16_ps(v);
+                    }
+                }
+                _mm512_mask_storeu_ps(c.add(i * ldc + 16 * h), masks[h], v);
             }
         }
     }
@@ -960,17 +1032,5 @@ mod x86 {
             }
             sums[j] = t;
         }
-    }
-
-    /// Round-to-nearest-even to bf16 on 16 lanes (NaN inputs do not occur in weights we round).
-    #[inline(always)]
-    unsafe fn round_bf16_ps(v: __m512) -> __m512 {
-        let u = _mm512_castps_si512(v);
-        let lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-        let r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
-        _mm512_castsi512_ps(_mm512_and_si512(
-            r,
-            _mm512_set1_epi32(0xffff_0000u32 as i32),
-        ))
     }
 }

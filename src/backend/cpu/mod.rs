@@ -296,6 +296,15 @@ impl Backend for CpuBackend {
         self.tensor(out, x.rows, w.rows)
     }
 
+    fn matmul_gelu(&self, x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>) -> CpuTensor {
+        assert_eq!(x.cols, w.cols, "matmul_gelu: inner dimensions differ");
+        let bias = bias.map(CpuWeight::to_vec);
+        let out = self
+            .pool
+            .install(|| matmul::matmul_gelu(&x.data, x.rows, w, bias.as_deref(), self.bf16()));
+        self.tensor(out, x.rows, w.rows)
+    }
+
     fn matmul_multi(
         &self,
         x: &CpuTensor,
