@@ -246,6 +246,29 @@ fn strided_views_multiply_like_their_dense_copies() {
                 assert!((got[i * cols + j] as f64 - r).abs() < 1e-4, "{isa:?}");
             }
         }
+        // bf16 operands (the bf16 kernel packs pairs of an odd depth here).
+        let bf = |v: &[f32]| -> Vec<f32> {
+            v.iter()
+                .map(|&x| half::bf16::from_f32(x).to_f32())
+                .collect()
+        };
+        let (ab, datab) = (bf(&a), bf(&data));
+        let view = BMat::View {
+            data: &datab,
+            rows: cols,
+            cols: rows,
+            row_stride: 1,
+            col_stride: stride,
+        };
+        gemm(isa, &ab, m, rows, view, None, true, false, &mut got);
+        for i in 0..m {
+            for j in 0..cols {
+                let r: f64 = (0..rows)
+                    .map(|p| ab[i * rows + p] as f64 * datab[p * stride + j] as f64)
+                    .sum();
+                assert!((got[i * cols + j] as f64 - r).abs() < 1e-4, "bf16 {isa:?}");
+            }
+        }
     }
 }
 

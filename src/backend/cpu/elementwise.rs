@@ -334,10 +334,16 @@ pub mod simd {
             beta,
             _mm512_fmadd_ps(_mm512_mul_ps(kappa, v), _mm512_mul_ps(v, v), v),
         );
-        let au = _mm512_andnot_ps(sign, u);
+        // Bit operations on the integer view: the `_ps` forms need AVX-512DQ, which the callers'
+        // feature sets do not name (they would not inline).
+        let (si, ui) = (_mm512_castps_si512(sign), _mm512_castps_si512(u));
+        let au = _mm512_castsi512_ps(_mm512_andnot_si512(si, ui));
         let e = exp_ps(_mm512_mul_ps(_mm512_set1_ps(-2.0), au));
         let t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
-        let t = _mm512_or_ps(t, _mm512_and_ps(sign, u));
+        let t = _mm512_castsi512_ps(_mm512_or_si512(
+            _mm512_castps_si512(t),
+            _mm512_and_si512(si, ui),
+        ));
         _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), v), _mm512_add_ps(one, t))
     }
 

@@ -610,7 +610,21 @@ mod x86 {
             if bf16 {
                 ph = vec![0u16; panels * k2 * NR * 2];
                 let fill = |row: &mut Vec<f32>, (p, panel): (usize, &mut [u16])| {
-                    for j in 0..NR.min(n - p * NR) {
+                    let nr = NR.min(n - p * NR);
+                    if let Some((data, s)) = transposed(&b) {
+                        for c2 in 0..k2 {
+                            let lo = &data[2 * c2 * s + p * NR..][..nr];
+                            let hi =
+                                (2 * c2 + 1 < k).then(|| &data[(2 * c2 + 1) * s + p * NR..][..nr]);
+                            // SAFETY: AVX-512 is checked by the caller; the pair row lies in `panel`.
+                            unsafe {
+                                let dst = panel.as_mut_ptr().add(c2 * NR * 2) as *mut u32;
+                                pair_to_bf16(lo, hi, nr, dst);
+                            }
+                        }
+                        return;
+                    }
+                    for j in 0..nr {
                         b.row_into(p * NR + j, row);
                         for (c2, pair) in row.chunks(2).enumerate() {
                             let o = (c2 * NR + j) * 2;
@@ -637,7 +651,15 @@ mod x86 {
             } else {
                 pf = vec![0f32; panels * k * NR];
                 let fill = |row: &mut Vec<f32>, (p, panel): (usize, &mut [f32])| {
-                    for j in 0..NR.min(n - p * NR) {
+                    let nr = NR.min(n - p * NR);
+                    if let Some((data, s)) = transposed(&b) {
+                        for c in 0..k {
+                            panel[c * NR..c * NR + nr]
+                                .copy_from_slice(&data[c * s + p * NR..][..nr]);
+                        }
+                        return;
+                    }
+                    for j in 0..nr {
                         b.row_into(p * NR + j, row);
                         for (c, &v) in row.iter().enumerate() {
                             panel[c * NR + j] = v;
@@ -657,16 +679,72 @@ mod x86 {
         }
     }
 
+    /// `dst[i] = bf16 bits of round(src[i])` (AVX-512; the ISA was checked by the caller).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn to_bf16_slice(src: &[f32], dst: &mut [u16]) {
+        let n = src.len().min(dst.len());
+        let full = n / 16 * 16;
+        for c in (0..full).step_by(16) {
+            let v = round_bf16_ps(_mm512_loadu_ps(src.as_ptr().add(c)));
+            let h = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(_mm512_castps_si512(v)));
+            _mm256_storeu_si256(dst.as_mut_ptr().add(c) as *mut __m256i, h);
+        }
+        for (d, &x) in dst[full..n].iter_mut().zip(&src[full..n]) {
+            *d = to_bf16_bits(x);
+        }
+    }
+
+    /// One depth pair (`lo`, `hi`: the `nr` ≤ 32 values of two consecutive depths of a transposed
+    /// view) into a bf16 panel row of `NR` pairs.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pair_to_bf16(lo: &[f32], hi: Option<&[f32]>, nr: usize, dst: *mut u32) {
+        for h in 0..2 {
+            let live = nr.saturating_sub(16 * h).min(16);
+            if live == 0 {
+                break;
+            }
+            let m: __mmask16 = if live == 16 {
+                0xffff
+            } else {
+                (1u16 << live) - 1
+            };
+            let a = round_bf16_ps(_mm512_maskz_loadu_ps(m, lo.as_ptr().add(16 * h)));
+            let b = match hi {
+                Some(hi) => round_bf16_ps(_mm512_maskz_loadu_ps(m, hi.as_ptr().add(16 * h))),
+                None => _mm512_setzero_ps(),
+            };
+            let pair = _mm512_or_si512(
+                _mm512_and_si512(
+                    _mm512_castps_si512(b),
+                    _mm512_set1_epi32(0xffff_0000u32 as i32),
+                ),
+                _mm512_srli_epi32::<16>(_mm512_castps_si512(a)),
+            );
+            _mm512_mask_storeu_epi32(dst.add(16 * h) as *mut i32, m, pair);
+        }
+    }
+
+    /// The data and column stride of a view whose rows are its storage's columns (Vᵀ in attention):
+    /// such a view is packed by reading whole storage rows instead of gathering down columns.
+    fn transposed<'a>(b: &BMat<'a>) -> Option<(&'a [f32], usize)> {
+        match *b {
+            BMat::View {
+                data,
+                row_stride: 1,
+                col_stride,
+                ..
+            } if col_stride > 1 => Some((data, col_stride)),
+            _ => None,
+        }
+    }
+
     /// A as bf16 pairs, rows padded to an even length.
     fn pack_a_bf16(a: &[f32], k: usize, parallel: bool) -> Vec<u16> {
         let k2 = k.div_ceil(2);
         let m = a.len() / k.max(1);
         let mut v = vec![0u16; m * k2 * 2];
-        let conv = |(d, s): (&mut [u16], &[f32])| {
-            for (o, &x) in d.iter_mut().zip(s) {
-                *o = to_bf16_bits(x);
-            }
-        };
+        // SAFETY: AVX-512 is checked by the caller.
+        let conv = |(d, s): (&mut [u16], &[f32])| unsafe { to_bf16_slice(s, d) };
         if parallel {
             // Many rows per task: one row is too little work to hand out alone.
             let rows = 64;
