@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use idefics3::backend::{cpu::CpuBackend, ActDtype};
+use idefics3::backend::{cpu::CpuBackend, ActDtype, Backend};
 use idefics3::generate::greedy;
 use idefics3::model::Idefics3;
 use idefics3::tensor_io::read_inputs;
@@ -157,4 +157,33 @@ fn forward_cli_writes_logits_features_and_tokens() {
         ids.i64,
         expected(case, "f32", "generated_ids").unwrap().i64[..16]
     );
+}
+
+/// The vision tower encodes tiles a few at a time. Any grouping (one, two or all of the 3 real tiles
+/// per group) must meet the same bounds against transformers as the default, and grouping keeps the
+/// tiles in order. (Bits may differ across groupings: a group of one small fixture tile has so few
+/// connector rows that its product takes the matrix-vector kernel, which sums in another order.)
+#[test]
+fn image_features_match_transformers_for_any_tile_grouping() {
+    for case in ["idefics3_like", "smolvlm_like"] {
+        let dir = fixture(case);
+        let inputs = read_inputs(&dir.join("inputs.safetensors")).unwrap();
+        let px = inputs.pixels.as_ref().unwrap();
+        for (dtype, mode, bound) in [(ActDtype::F32, "f32", 1e-4), (ActDtype::Bf16, "bf16", 0.03)] {
+            let want = expected(case, mode, "image_features").unwrap().f32;
+            let model =
+                Idefics3::load(&dir.join("model"), CpuBackend::new(dtype, Some(2)).unwrap())
+                    .unwrap();
+            let b = model.backend();
+            for group in [1, 2, 64] {
+                let got = b.download(&model.image_features_grouped(px, group).unwrap().unwrap());
+                assert_eq!(got.len(), want.len(), "{case} {mode} group {group}: shape");
+                let err = rel_max_err(&got, &want);
+                assert!(
+                    err < bound,
+                    "{case} {mode} group {group}: features differ by {err}"
+                );
+            }
+        }
+    }
 }

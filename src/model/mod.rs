@@ -43,6 +43,18 @@ pub struct Prefill {
     pub vision_s: f64,
 }
 
+/// Tiles encoded together by the vision tower (`IDEFICS3_VISION_TILES` overrides; at least 1).
+fn vision_chunk_tiles() -> usize {
+    std::env::var("IDEFICS3_VISION_TILES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(VISION_CHUNK_TILES)
+}
+
+/// Default of [`vision_chunk_tiles`].
+const VISION_CHUNK_TILES: usize = 4;
+
 /// A loaded Idefics3 model on a backend.
 pub struct Idefics3<B: Backend> {
     backend: B,
@@ -121,6 +133,16 @@ impl<B: Backend> Idefics3<B> {
 
     /// Image features `[T·q, H]` of the real tiles (all-zero padding tiles dropped), in tile order.
     pub fn image_features(&self, px: &PixelInput) -> Result<Option<B::Tensor>> {
+        self.image_features_grouped(px, vision_chunk_tiles())
+    }
+
+    /// [`Idefics3::image_features`] with the tiles encoded `group` at a time (the result does not
+    /// depend on it; memory and speed do).
+    pub fn image_features_grouped(
+        &self,
+        px: &PixelInput,
+        group: usize,
+    ) -> Result<Option<B::Tensor>> {
         let b = &self.backend;
         let vc = &self.config.vision;
         if px.channels != vc.num_channels {
@@ -157,33 +179,53 @@ impl<B: Backend> Idefics3<B> {
         }
         let n = vc.patches_per_side();
         let per_tile = side * side;
-        let mut position_ids = Vec::with_capacity(real.len() * per_tile);
-        let mut key_valid = Vec::with_capacity(real.len() * per_tile);
-        for &t in &real {
-            let valid = match &px.mask {
-                Some(m) => {
-                    let tm = &m[t * px.size * px.size..(t + 1) * px.size * px.size];
-                    positions::patch_mask(tm, px.size, vc.patch_size)
-                }
-                None => vec![true; per_tile],
-            };
-            position_ids.extend(positions::position_ids(&valid, side, n, t)?);
-            key_valid.extend(valid);
+        // Tiles go through the tower a few at a time: the activations of a group (hundreds of MB
+        // for a dozen tiles) are the largest scratch of a request, and a group of a few tiles still
+        // amortises the packing of each layer's weights.
+        let chunk = group.max(1);
+        let mut merged: Option<B::Tensor> = None;
+        let mut done_rows = 0;
+        for group in real.chunks(chunk) {
+            let mut position_ids = Vec::with_capacity(group.len() * per_tile);
+            let mut key_valid = Vec::with_capacity(group.len() * per_tile);
+            for &t in group {
+                let valid = match &px.mask {
+                    Some(m) => {
+                        let tm = &m[t * px.size * px.size..(t + 1) * px.size * px.size];
+                        positions::patch_mask(tm, px.size, vc.patch_size)
+                    }
+                    None => vec![true; per_tile],
+                };
+                position_ids.extend(positions::position_ids(&valid, side, n, t)?);
+                key_valid.extend(valid);
+            }
+            let all_valid = key_valid.iter().all(|&v| v);
+            let mut pixels = Vec::with_capacity(group.len() * tile_len);
+            for &t in group {
+                pixels.extend_from_slice(&px.values[t * tile_len..(t + 1) * tile_len]);
+            }
+            let pixels = b.upload(&pixels, group.len(), tile_len);
+            let encoded = self.vision.forward(
+                b,
+                &pixels,
+                px.size,
+                &position_ids,
+                if all_valid { None } else { Some(&key_valid) },
+            );
+            let features = self.connector.forward(b, &encoded, side);
+            if real.len() <= chunk {
+                return Ok(Some(features));
+            }
+            let (rows, cols) = b.dims(&features);
+            let all = merged.get_or_insert_with(|| {
+                let total = rows / group.len() * real.len();
+                b.upload(&vec![0.0; total * cols], total, cols)
+            });
+            let at: Vec<usize> = (done_rows..done_rows + rows).collect();
+            b.scatter_rows(all, &at, &features);
+            done_rows += rows;
         }
-        let all_valid = key_valid.iter().all(|&v| v);
-        let mut pixels = Vec::with_capacity(real.len() * tile_len);
-        for &t in &real {
-            pixels.extend_from_slice(&px.values[t * tile_len..(t + 1) * tile_len]);
-        }
-        let pixels = b.upload(&pixels, real.len(), tile_len);
-        let encoded = self.vision.forward(
-            b,
-            &pixels,
-            px.size,
-            &position_ids,
-            if all_valid { None } else { Some(&key_valid) },
-        );
-        Ok(Some(self.connector.forward(b, &encoded, side)))
+        Ok(merged)
     }
 
     /// Runs the prompt through the model, appending to `cache`: embeds `ids`, merges the image
