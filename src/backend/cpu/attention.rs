@@ -12,7 +12,7 @@
 use super::matmul::{has_avx512, BMat, Packed};
 use super::{pool, CpuTensor};
 use crate::backend::{AttentionMask, AttentionParams};
-use crate::numeric::round_bf16;
+use crate::numeric::{bf16_to_f32, round_bf16};
 
 /// Queries per block in the matmul path.
 const Q_BLOCK: usize = 128;
@@ -66,14 +66,9 @@ impl<'a> Kv<'a> {
     fn to_f32(self) -> std::borrow::Cow<'a, [f32]> {
         match self.data {
             KvData::F32(d) => d.into(),
-            KvData::Bf16(d) => d.iter().map(|&b| bf16_bits_to_f32(b)).collect(),
+            KvData::Bf16(d) => d.iter().map(|&b| bf16_to_f32(b)).collect(),
         }
     }
-}
-
-#[inline(always)]
-fn bf16_bits_to_f32(b: u16) -> f32 {
-    f32::from_bits((b as u32) << 16)
 }
 
 /// Attention of every query row of `q` over the keys it may see.
@@ -283,7 +278,7 @@ impl KvElem for u16 {
     #[inline(always)]
     fn widen(src: &[u16], dst: &mut [f32]) {
         for (d, &s) in dst.iter_mut().zip(src) {
-            *d = bf16_bits_to_f32(s);
+            *d = bf16_to_f32(s);
         }
     }
     #[cfg(target_arch = "x86_64")]

@@ -177,29 +177,22 @@ pub fn matmul_gelu(
     bias: Option<&[f32]>,
     round: bool,
 ) -> Vec<f32> {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() && m > GEMV_ROWS {
-        let isa = best_isa();
-        let mut out = vec![0f32; m * w.rows];
-        let epi = Epilogue {
-            bias,
-            round,
-            gelu: true,
-        };
-        assert_eq!(x.len(), m * w.cols, "matmul_gelu: inner dimensions differ");
-        x86::gemm_packed(
-            isa == Isa::Avx512Bf16 && round,
-            x,
-            m,
-            w.cols,
-            BMat::Weight(w),
-            &epi,
-            &mut out,
-        );
-        return out;
-    }
-    let mut out = matmul(x, m, w, bias, round);
-    super::elementwise::gelu_tanh(&mut out, round);
+    let mut out = vec![0f32; m * w.rows];
+    let epi = Epilogue {
+        bias,
+        round,
+        gelu: true,
+    };
+    gemm_epi(
+        best_isa(),
+        x,
+        m,
+        w.cols,
+        BMat::Weight(w),
+        &epi,
+        round,
+        &mut out,
+    );
     out
 }
 
@@ -259,11 +252,32 @@ pub fn gemm(
     round: bool,
     out: &mut [f32],
 ) {
+    let epi = Epilogue {
+        bias,
+        round,
+        gelu: false,
+    };
+    gemm_epi(isa, a, m, k, b, &epi, bf16_inputs, out);
+}
+
+/// [`gemm`] through an epilogue. The panel kernels fuse its GELU; the matrix-vector and dot-product
+/// paths apply the GELU op to their output instead.
+#[allow(clippy::too_many_arguments)]
+fn gemm_epi(
+    isa: Isa,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    b: BMat,
+    epi: &Epilogue,
+    bf16_inputs: bool,
+    out: &mut [f32],
+) {
     let n = b.rows();
     assert_eq!(b.cols(), k, "gemm: inner dimensions differ");
     assert_eq!(a.len(), m * k, "gemm: a has the wrong size");
     assert_eq!(out.len(), m * n, "gemm: out has the wrong size");
-    if let Some(bias) = bias {
+    if let Some(bias) = epi.bias {
         assert_eq!(bias.len(), n, "gemm: bias has the wrong size");
     }
     assert!(
@@ -273,24 +287,25 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    let epi = Epilogue {
-        bias,
-        round,
+    let unfused = Epilogue {
         gelu: false,
+        ..*epi
     };
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Bf16 | Isa::Avx512 if m <= GEMV_ROWS => {
-            if let BMat::Weight(w) = b {
-                return x86::gemv(a, m, w, &epi, out);
-            }
-            x86::gemm_packed(isa == Isa::Avx512Bf16 && bf16_inputs, a, m, k, b, &epi, out)
+        Isa::Avx512Bf16 | Isa::Avx512 if m > GEMV_ROWS || !matches!(b, BMat::Weight(_)) => {
+            return x86::gemm_packed(isa == Isa::Avx512Bf16 && bf16_inputs, a, m, k, b, epi, out);
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Bf16 | Isa::Avx512 => {
-            x86::gemm_packed(isa == Isa::Avx512Bf16 && bf16_inputs, a, m, k, b, &epi, out)
+            if let BMat::Weight(w) = b {
+                x86::gemv(a, m, w, &unfused, out);
+            }
         }
-        _ => dot_gemm(isa, a, m, k, b, &epi, out),
+        _ => dot_gemm(isa, a, m, k, b, &unfused, out),
+    }
+    if epi.gelu {
+        super::elementwise::gelu_tanh(out, epi.round);
     }
 }
 
@@ -356,6 +371,7 @@ impl<'a> Packed<'a> {
 const GEMV_ROWS: usize = 4;
 
 /// Bias and rounding applied to each output.
+#[derive(Clone, Copy)]
 struct Epilogue<'a> {
     bias: Option<&'a [f32]>,
     round: bool,

@@ -68,11 +68,6 @@ impl CpuCache {
             cols: self.cols,
         }
     }
-
-    /// Number of cached positions.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
 }
 
 /// A weight matrix viewed in place inside its memory-mapped file.
