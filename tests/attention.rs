@@ -133,8 +133,9 @@ fn decoding_attention_matches_the_reference_at_every_context_length() {
             let seed = offset as u64 + 7;
             let (got, want) = cached_case(ActDtype::F32, 2, offset, rows, seed, shape);
             let e = rel_err(&got, &want);
+            // f32 sums over up to 3000 keys; without AVX-512 each dot product is summed serially.
             assert!(
-                e < 2e-6,
+                e < 5e-6,
                 "f32 {shape:?}, offset {offset}, rows {rows}: error {e:.2e}"
             );
             // bf16: probabilities and outputs are rounded to bf16 (8 bits), as in torch.
