@@ -1,8 +1,9 @@
 //! Every compiled matmul path equals a plain f64 reference (within f32 rounding) on random shapes,
 //! ragged ones included, for each weight dtype; and the multi-threaded backend ops agree with
-//! single-threaded runs.
+//! single-threaded runs. The AMX tile kernel runs here over its software model on every machine
+//! (`Isa::AmxModel`), and on an AMX machine its instructions are compared with the model bit for bit.
 
-use idefics3::backend::cpu::matmul::{available_isas, gemm, matmul_isa, BMat};
+use idefics3::backend::cpu::matmul::{available_isas, choose_isa, gemm, matmul_isa, BMat, Isa};
 use idefics3::backend::cpu::{CpuBackend, CpuWeight};
 use idefics3::backend::{ActDtype, Backend};
 use idefics3::weights::Checkpoint;
@@ -312,4 +313,281 @@ fn fused_gelu_matmul_equals_matmul_then_gelu() {
             }
         }
     }
+}
+
+fn bf16_vec(rng: &mut Rng, n: usize) -> Vec<f32> {
+    rng.vec(n)
+        .iter()
+        .map(|&v| half::bf16::from_f32(v).to_f32())
+        .collect()
+}
+
+/// `a·bᵀ` in f64 with `b` given as `n` rows of `k` exact values.
+fn reference(a: &[f32], m: usize, k: usize, b: &[f32], n: usize) -> Vec<f64> {
+    let mut r = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            r[i * n + j] = (0..k)
+                .map(|p| a[i * k + p] as f64 * b[j * k + p] as f64)
+                .sum();
+        }
+    }
+    r
+}
+
+#[test]
+fn tile_kernel_handles_ragged_shapes_and_every_weight_dtype() {
+    // M around the 16-row tiles and 32-row blocks, N around the 16-column tiles and 32-column panels,
+    // K around the 32-deep tile steps (odd K leaves half a pair). Weights of every dtype, in bf16
+    // mode, where they are read rounded to bf16: the only mode in which the tiles run.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0xa3c5);
+    let b16 = CpuBackend::new(ActDtype::Bf16, Some(2)).unwrap();
+    let shapes = [
+        (5, 1, 1),
+        (5, 31, 15),
+        (16, 32, 16),
+        (17, 33, 17),
+        (33, 64, 33),
+        (47, 96, 70),
+        (100, 577, 31),
+        (300, 70, 130),
+    ];
+    for dtype in [Dtype::BF16, Dtype::F16, Dtype::F32] {
+        for &(m, k, n) in &shapes {
+            let (_, exact, ck) = weight(&dir, n, k, dtype, &mut rng);
+            let w = b16.load_weight(ck.get("w").unwrap(), n).unwrap();
+            let wb: Vec<f32> = exact
+                .iter()
+                .map(|&v| half::bf16::from_f32(v).to_f32())
+                .collect();
+            let x = bf16_vec(&mut rng, m * k);
+            let want = reference(&x, m, k, &wb, n);
+            let mut got = vec![0f32; m * n];
+            gemm(
+                Isa::AmxModel,
+                &x,
+                m,
+                k,
+                BMat::Weight(&w),
+                None,
+                true,
+                false,
+                &mut got,
+            );
+            for (idx, (&g, &r)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g as f64 - r).abs() <= 1e-6 * (k as f64 + 1.0),
+                    "{dtype:?} m={m} k={k} n={n} at {idx}: {g} vs {r}"
+                );
+            }
+            // The packed weight is kept: a second product reuses it and gives the same bits.
+            assert!(
+                w.tile_bytes() >= n * k * 2,
+                "{dtype:?}: no packed copy kept"
+            );
+            let mut again = vec![0f32; m * n];
+            gemm(
+                Isa::AmxModel,
+                &x,
+                m,
+                k,
+                BMat::Weight(&w),
+                None,
+                true,
+                false,
+                &mut again,
+            );
+            assert_eq!(got, again);
+        }
+    }
+}
+
+/// One row of A against B = all ones, through the tile model: `a` as given (bf16 values), k = a.len().
+fn model_row_sum(a: &[f32], rows: usize) -> Vec<f32> {
+    let k = a.len();
+    let x: Vec<f32> = (0..rows).flat_map(|_| a.iter().copied()).collect();
+    let ones = vec![1f32; 3 * k];
+    let view = BMat::View {
+        data: &ones,
+        rows: 3,
+        cols: k,
+        row_stride: k,
+        col_stride: 1,
+    };
+    let mut out = vec![0f32; rows * 3];
+    gemm(
+        Isa::AmxModel,
+        &x,
+        rows,
+        k,
+        view,
+        None,
+        true,
+        false,
+        &mut out,
+    );
+    out
+}
+
+#[test]
+fn tile_model_sums_in_the_order_the_sdm_gives() {
+    // TDPBF16PS keeps separate sums of the even and odd elements of the pairs within one
+    // instruction (32 values of K), adds them, then adds that to the accumulator. With
+    // a = [2^24, 1, -2^24, 1] the even sum is 0 and the odd sum 2: the result is 2, where one running
+    // sum would lose both ones (2^24 + 1 rounds to 2^24) and give 0 or 1.
+    let big = 16_777_216f32;
+    for v in model_row_sum(&[big, 1.0, -big, 1.0], 5) {
+        assert_eq!(v, 2.0);
+    }
+    // Across two instructions (K = 64): the first gives 2^24, the second 1 + 1 = 2 in its even sum,
+    // so the accumulator gets 2^24 + 2 exactly (one running sum would give 2^24).
+    let mut a = vec![0f32; 64];
+    a[0] = big;
+    a[32] = 1.0;
+    a[34] = 1.0;
+    for v in model_row_sum(&a, 5) {
+        assert_eq!(v, big + 2.0);
+    }
+}
+
+#[test]
+fn tile_model_treats_denormal_inputs_and_results_as_zero() {
+    // DAZ: 2^-130 is a bf16 denormal; times 2^100 it would be 2^-30, a normal f32.
+    let tiny = f32::from_bits(0x0008_0000); // 2^-130 (bf16 0x0008)
+    assert!(tiny.is_subnormal() && half::bf16::from_f32(tiny).to_f32() == tiny);
+    let x = vec![tiny; 5 * 2];
+    let big = vec![2f32.powi(100); 2 * 2];
+    let view = BMat::View {
+        data: &big,
+        rows: 2,
+        cols: 2,
+        row_stride: 2,
+        col_stride: 1,
+    };
+    let mut out = vec![1f32; 5 * 2];
+    gemm(Isa::AmxModel, &x, 5, 2, view, None, true, false, &mut out);
+    assert!(out.iter().all(|&v| v == 0.0), "DAZ: {out:?}");
+    // A small normal value passes unchanged...
+    assert!(model_row_sum(&[2f32.powi(-70)], 5)
+        .iter()
+        .all(|&v| v == 2f32.powi(-70)));
+    // ...but FTZ: 2^-70 · 2^-70 = 2^-140 is a denormal f32 result.
+    let small = vec![2f32.powi(-70); 3];
+    let view = BMat::View {
+        data: &small,
+        rows: 3,
+        cols: 1,
+        row_stride: 1,
+        col_stride: 1,
+    };
+    let mut out = vec![1f32; 5 * 3];
+    let x = vec![2f32.powi(-70); 5];
+    gemm(Isa::AmxModel, &x, 5, 1, view, None, true, false, &mut out);
+    assert!(out.iter().all(|&v| v == 0.0), "FTZ: {out:?}");
+}
+
+#[test]
+fn amx_instructions_match_the_tile_model_bit_for_bit() {
+    if !available_isas().contains(&Isa::Amx) {
+        println!(
+            "NOTICE: this CPU or kernel does not offer AMX-BF16 (CPUID or arch_prctl): the tile \
+             instructions were not run; only the software model was tested"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0x5eed);
+    let b16 = CpuBackend::new(ActDtype::Bf16, Some(2)).unwrap();
+    let pool = idefics3::backend::cpu::pool::ThreadPool::new(2).unwrap();
+    let compare = |x: &[f32], m: usize, k: usize, b: BMat, what: &str| {
+        let n = match b {
+            BMat::Weight(w) => w.rows,
+            BMat::View { rows, .. } => rows,
+        };
+        let (mut hw, mut model) = (vec![0f32; m * n], vec![0f32; m * n]);
+        pool.install(|| {
+            gemm(Isa::Amx, x, m, k, b, None, true, false, &mut hw);
+            gemm(Isa::AmxModel, x, m, k, b, None, true, false, &mut model);
+        });
+        let differ = hw
+            .iter()
+            .zip(&model)
+            .filter(|(h, s)| h.to_bits() != s.to_bits())
+            .count();
+        let first = hw
+            .iter()
+            .zip(&model)
+            .position(|(h, s)| h.to_bits() != s.to_bits());
+        assert_eq!(
+            differ,
+            0,
+            "{what} m={m} k={k} n={n}: {differ} of {} outputs differ from the model; first at \
+             {first:?}: {:?} vs {:?}",
+            hw.len(),
+            first.map(|i| hw[i]),
+            first.map(|i| model[i])
+        );
+    };
+    for &(m, k, n) in &[
+        (5, 7, 3),
+        (17, 33, 17),
+        (64, 96, 70),
+        (300, 577, 130),
+        (1024, 768, 96),
+    ] {
+        let (_, _, ck) = weight(&dir, n, k, Dtype::BF16, &mut rng);
+        let w = b16.load_weight(ck.get("w").unwrap(), n).unwrap();
+        let x = bf16_vec(&mut rng, m * k);
+        compare(&x, m, k, BMat::Weight(&w), "random");
+    }
+    // Cancellation, large and tiny magnitudes and denormals: where the summation order, DAZ and FTZ
+    // show. Values drawn from a few binades far apart, signs mixed.
+    let mut special = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let u = rng.next();
+                let e = [-140, -120, -60, 0, 0, 12, 24, 60][(u.abs() * 8.0) as usize % 8];
+                half::bf16::from_f32(u * 2f32.powi(e)).to_f32()
+            })
+            .collect()
+    };
+    for &(m, k, n) in &[(33, 64, 33), (100, 300, 50)] {
+        let x = special(m * k);
+        let b = special(n * k);
+        let view = BMat::View {
+            data: &b,
+            rows: n,
+            cols: k,
+            row_stride: k,
+            col_stride: 1,
+        };
+        compare(&x, m, k, view, "special");
+    }
+}
+
+#[test]
+fn isa_caps_allow_the_named_set_and_those_below() {
+    let amx = [
+        Isa::Amx,
+        Isa::Avx512Bf16,
+        Isa::Avx512,
+        Isa::Avx2,
+        Isa::Portable,
+        Isa::AmxModel,
+    ];
+    let epyc = &amx[1..];
+    assert_eq!(choose_isa(&amx, None), Isa::Amx);
+    assert_eq!(choose_isa(epyc, None), Isa::Avx512Bf16);
+    assert_eq!(choose_isa(epyc, Some("amx")), Isa::Avx512Bf16);
+    assert_eq!(choose_isa(&amx, Some("avx512bf16")), Isa::Avx512Bf16);
+    assert_eq!(choose_isa(&amx, Some("avx512")), Isa::Avx512);
+    assert_eq!(choose_isa(&amx, Some("avx2")), Isa::Avx2);
+    assert_eq!(choose_isa(&amx, Some("portable")), Isa::Portable);
+    assert_eq!(choose_isa(epyc, Some("amx-model")), Isa::AmxModel);
+    assert_eq!(
+        choose_isa(&[Isa::Avx2, Isa::Portable], Some("avx512")),
+        Isa::Avx2
+    );
+    assert_eq!(choose_isa(epyc, Some("sse9")), Isa::Avx512Bf16);
 }

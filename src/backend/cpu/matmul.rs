@@ -8,11 +8,16 @@
 //!   accumulation order differs from a plain reference.
 //! - `Avx512`: f32 FMA; B is packed into 32-column panels, A is broadcast (12×32 register tile).
 //! - `Avx2` and `Portable`: a register-blocked dot-product kernel compiled for each target.
+//! - `Amx`: the AMX-BF16 tile kernel ([`amx`]) for products with many rows whose operands are bf16
+//!   values; everything else takes the AVX-512 kernels. `AmxModel` runs the same tile kernel over a
+//!   software model of the tile instructions (for tests, on any machine).
 //!
 //! Large products are cut into (rows of A × panels of B) tasks over the thread pool; a one-row product
 //! (decoding) streams the weight rows straight from the memory map instead of packing them.
 
 use std::sync::OnceLock;
+
+pub(super) mod amx;
 
 use super::pool;
 use super::CpuWeight;
@@ -22,6 +27,8 @@ use crate::weights::DType;
 /// Instruction sets the kernels are compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
+    /// AMX-BF16 tiles for bf16 products with many rows; AVX-512 (with BF16) for the rest.
+    Amx,
     /// AVX-512F with the BF16 dot-product extension.
     Avx512Bf16,
     /// AVX-512F with FMA, 16 lanes.
@@ -30,6 +37,40 @@ pub enum Isa {
     Avx2,
     /// Whatever the compilation target guarantees; separate multiply and add.
     Portable,
+    /// The AMX tile kernel over the software model of the tile instructions, the rest on the best
+    /// other instruction set: the tile code's packing, blocking and edges on any machine. Slow;
+    /// chosen only by `IDEFICS3_ISA=amx-model`.
+    AmxModel,
+}
+
+impl Isa {
+    /// Whether products go through the tile kernel.
+    pub fn is_amx(self) -> bool {
+        matches!(self, Isa::Amx | Isa::AmxModel)
+    }
+
+    /// The instruction set of everything the tile kernel does not cover: itself for the others.
+    pub fn base(self) -> Isa {
+        if self.is_amx() {
+            available_isas()
+                .into_iter()
+                .find(|i| !i.is_amx())
+                .unwrap_or(Isa::Portable)
+        } else {
+            self
+        }
+    }
+
+    /// Order of the caps: a cap allows itself and everything below it.
+    fn rank(self) -> u8 {
+        match self {
+            Isa::Amx => 4,
+            Isa::Avx512Bf16 => 3,
+            Isa::Avx512 => 2,
+            Isa::Avx2 => 1,
+            Isa::Portable | Isa::AmxModel => 0,
+        }
+    }
 }
 
 /// The instruction sets this CPU can run, best first.
@@ -37,6 +78,9 @@ pub fn available_isas() -> Vec<Isa> {
     let mut v = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
+        if amx::hw::available() {
+            v.push(Isa::Amx);
+        }
         let avx512 = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma");
         if avx512 && is_x86_feature_detected!("avx512bf16") {
             v.push(Isa::Avx512Bf16);
@@ -49,34 +93,50 @@ pub fn available_isas() -> Vec<Isa> {
         }
     }
     v.push(Isa::Portable);
+    v.push(Isa::AmxModel);
     v
 }
 
-/// The best instruction set of this CPU (detected once; `IDEFICS3_ISA=avx512|avx2|portable` caps it).
+/// The best instruction set of this CPU, detected once; `IDEFICS3_ISA` caps it (see
+/// [`choose_isa`]).
 pub fn best_isa() -> Isa {
     static BEST: OnceLock<Isa> = OnceLock::new();
     *BEST.get_or_init(|| {
-        let all = available_isas();
-        let cap = match std::env::var("IDEFICS3_ISA").as_deref() {
-            Ok("avx512") => Some(Isa::Avx512),
-            Ok("avx2") => Some(Isa::Avx2),
-            Ok("portable") => Some(Isa::Portable),
-            _ => None,
-        };
-        match cap {
-            Some(c) => all
-                .iter()
-                .copied()
-                .find(|&i| i == c)
-                .unwrap_or(Isa::Portable),
-            None => all[0],
-        }
+        let cap = std::env::var("IDEFICS3_ISA").ok();
+        choose_isa(&available_isas(), cap.as_deref())
     })
 }
 
-/// Whether the AVX-512 kernels run on this CPU.
+/// The instruction set to run among `available` (best first, as [`available_isas`] lists them)
+/// under the cap `cap`: `amx|avx512bf16|avx512|avx2|portable` allow that set and those below it
+/// (only `amx` and no cap allow AMX); `amx-model` selects the software model of the tiles. An
+/// unknown cap is reported in the log and ignored.
+pub fn choose_isa(available: &[Isa], cap: Option<&str>) -> Isa {
+    let cap = match cap {
+        Some("amx-model") => return Isa::AmxModel,
+        Some("amx") | None => Isa::Amx,
+        Some("avx512bf16") => Isa::Avx512Bf16,
+        Some("avx512") => Isa::Avx512,
+        Some("avx2") => Isa::Avx2,
+        Some("portable") => Isa::Portable,
+        Some(other) => {
+            tracing::warn!(
+                "IDEFICS3_ISA={other:?} is not one of amx, amx-model, avx512bf16, avx512, avx2, \
+                 portable; ignored"
+            );
+            Isa::Amx
+        }
+    };
+    available
+        .iter()
+        .copied()
+        .find(|&i| i != Isa::AmxModel && i.rank() <= cap.rank())
+        .unwrap_or(Isa::Portable)
+}
+
+/// Whether the AVX-512 kernels run on this CPU (under AMX: for everything the tiles do not cover).
 pub fn has_avx512() -> bool {
-    matches!(best_isa(), Isa::Avx512Bf16 | Isa::Avx512)
+    matches!(best_isa().base(), Isa::Avx512Bf16 | Isa::Avx512)
 }
 
 /// The right-hand matrix `B [n, k]`, read row-wise.
@@ -206,6 +266,21 @@ pub fn matmul_multi(
 ) -> Vec<Vec<f32>> {
     let isa = best_isa();
     let mut outs: Vec<Vec<f32>> = ws.iter().map(|(w, _)| vec![0f32; m * w.rows]).collect();
+    if isa.is_amx() && round && m > GEMV_ROWS {
+        // A is converted to tiles once for all the weights.
+        let k = ws[0].0.cols;
+        let ta = amx::TileA::new(x, m, k, true);
+        for ((w, bias), out) in ws.iter().zip(outs.iter_mut()) {
+            assert_eq!(w.cols, k, "matmul_multi: inner dimensions differ");
+            let epi = Epilogue {
+                bias: *bias,
+                round,
+                gelu: false,
+            };
+            amx::gemm(isa == Isa::Amx, &ta, w.tile_b(), w.rows, &epi, out, true);
+        }
+        return outs;
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx512() && m > 0 {
         let epis: Vec<Epilogue> = ws
@@ -291,6 +366,25 @@ fn gemm_epi(
         gelu: false,
         ..*epi
     };
+    if isa.is_amx() {
+        if !bf16_inputs || (m <= GEMV_ROWS && matches!(b, BMat::Weight(_))) {
+            return gemm_epi(isa.base(), a, m, k, b, epi, bf16_inputs, out);
+        }
+        let fused = amx::fuses_epilogue();
+        let e = if fused { epi } else { &unfused };
+        let ta = amx::TileA::new(a, m, k, true);
+        match b {
+            BMat::Weight(w) => amx::gemm(isa == Isa::Amx, &ta, w.tile_b(), n, e, out, true),
+            view => {
+                let tb = amx::TileB::new(view, true);
+                amx::gemm(isa == Isa::Amx, &ta, &tb, n, e, out, true)
+            }
+        }
+        if epi.gelu && !fused {
+            super::elementwise::gelu_tanh(out, epi.round);
+        }
+        return;
+    }
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Bf16 | Isa::Avx512 if m > GEMV_ROWS || !matches!(b, BMat::Weight(_)) => {
@@ -314,24 +408,38 @@ fn gemm_epi(
 pub struct Packed<'a> {
     #[cfg(target_arch = "x86_64")]
     avx: Option<x86::PackedB>,
+    /// B for the tile kernel, and whether the instructions (not the model) run it.
+    tiles: Option<(amx::TileB, bool)>,
     b: BMat<'a>,
 }
 
 impl<'a> Packed<'a> {
     /// Packs `b` for the best kernel; `bf16_inputs` as in [`gemm`].
     pub fn new(b: BMat<'a>, bf16_inputs: bool) -> Self {
+        let isa = best_isa();
+        if isa.is_amx() && bf16_inputs {
+            return Packed {
+                #[cfg(target_arch = "x86_64")]
+                avx: None,
+                tiles: Some((amx::TileB::new(b, false), isa == Isa::Amx)),
+                b,
+            };
+        }
         #[cfg(target_arch = "x86_64")]
         {
-            let isa = best_isa();
+            let isa = isa.base();
             let avx = matches!(isa, Isa::Avx512Bf16 | Isa::Avx512).then(|| {
                 x86::PackedB::new(b, b.cols(), isa == Isa::Avx512Bf16 && bf16_inputs, false)
             });
-            Packed { avx, b }
+            Packed {
+                avx,
+                tiles: None,
+                b,
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = bf16_inputs;
-            Packed { b }
+            Packed { tiles: None, b }
         }
     }
 
@@ -343,6 +451,10 @@ impl<'a> Packed<'a> {
             round: false,
             gelu: false,
         };
+        if let Some((t, hw)) = &self.tiles {
+            let ta = amx::TileA::new(a, m, self.b.cols(), false);
+            return amx::gemm(*hw, &ta, t, n, &epi, out, false);
+        }
         #[cfg(target_arch = "x86_64")]
         if let Some(p) = &self.avx {
             return x86::gemm_prepacked(a, &[], m, p, n, &epi, out, false);
@@ -363,7 +475,7 @@ impl<'a> Packed<'a> {
             },
             BMat::Weight(w) => BMat::Weight(w),
         };
-        dot_gemm(best_isa(), a, m, self.b.cols(), prefix, &epi, out);
+        dot_gemm(best_isa().base(), a, m, self.b.cols(), prefix, &epi, out);
     }
 }
 
@@ -697,7 +809,7 @@ mod x86 {
 
     /// `dst[i] = bf16 bits of round(src[i])` (AVX-512; the ISA was checked by the caller).
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn to_bf16_slice(src: &[f32], dst: &mut [u16]) {
+    pub(super) unsafe fn to_bf16_slice(src: &[f32], dst: &mut [u16]) {
         let n = src.len().min(dst.len());
         let full = n / 16 * 16;
         for c in (0..full).step_by(16) {
@@ -937,6 +1049,27 @@ mod x86 {
             }
         }
         store(&acc, c, ldc, nr, n0, epi);
+    }
+
+    /// Writes `rows` rows of 32 accumulated columns (`c`, row stride `ldb`) through the epilogue:
+    /// the tile kernel's stores, with the same vector code as the register kernels.
+    #[target_feature(enable = "avx512f,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn store_rows(
+        c: &[f32],
+        ldb: usize,
+        rows: usize,
+        out: *mut f32,
+        ldc: usize,
+        nr: usize,
+        n0: usize,
+        epi: &Epilogue,
+    ) {
+        for i in 0..rows {
+            let p = c.as_ptr().add(i * ldb);
+            let acc = [[_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))]];
+            store::<1>(&acc, out.add(i * ldc), ldc, nr, n0, epi);
+        }
     }
 
     /// Writes an accumulator tile through the epilogue, sixteen columns at a time (partial panels

@@ -8,7 +8,7 @@ pub mod matmul;
 pub mod pool;
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::{ActDtype, AttentionParams, Backend};
 use crate::error::{Error, Result};
@@ -83,6 +83,9 @@ pub struct CpuWeight {
     pub cols: usize,
     /// Round widened values to bf16 (a non-bf16 checkpoint run in bf16 mode).
     round: bool,
+    /// The matrix packed for the AMX tiles, made on its first product there and kept (shared by
+    /// clones): packing per call would cost about as much as an AMX product of a few hundred rows.
+    tiles: Arc<OnceLock<matmul::amx::TileB>>,
 }
 
 impl CpuWeight {
@@ -116,6 +119,17 @@ impl CpuWeight {
     /// Whether widened values are rounded to bf16.
     pub fn rounds(&self) -> bool {
         self.round
+    }
+
+    /// The matrix in the AMX tile layout (packed on first use, in parallel on the current pool).
+    fn tile_b(&self) -> &matmul::amx::TileB {
+        self.tiles
+            .get_or_init(|| matmul::amx::TileB::new(matmul::BMat::Weight(self), true))
+    }
+
+    /// Bytes of the tile-layout copy made so far (0 until the weight has run on the tiles).
+    pub fn tile_bytes(&self) -> usize {
+        self.tiles.get().map_or(0, |t| t.bytes())
     }
 }
 
@@ -217,6 +231,7 @@ impl Backend for CpuBackend {
             rows,
             cols: numel / rows,
             round: self.bf16() && dtype != DType::BF16,
+            tiles: Arc::default(),
         })
     }
 
