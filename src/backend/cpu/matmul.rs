@@ -51,11 +51,15 @@ impl Isa {
 
     /// The instruction set of everything the tile kernel does not cover: itself for the others.
     pub fn base(self) -> Isa {
+        // Asked for by every elementwise op: detected once.
+        static BASE: OnceLock<Isa> = OnceLock::new();
         if self.is_amx() {
-            available_isas()
-                .into_iter()
-                .find(|i| !i.is_amx())
-                .unwrap_or(Isa::Portable)
+            *BASE.get_or_init(|| {
+                available_isas()
+                    .into_iter()
+                    .find(|i| !i.is_amx())
+                    .unwrap_or(Isa::Portable)
+            })
         } else {
             self
         }
@@ -95,6 +99,19 @@ pub fn available_isas() -> Vec<Isa> {
     v.push(Isa::Portable);
     v.push(Isa::AmxModel);
     v
+}
+
+/// Why the AMX tiles are not used on this machine (`Ok` where they are available): the CPU lacks
+/// AMX-TILE/AMX-BF16 (or AVX-512 BF16), or the kernel refused the tile data permission.
+pub fn amx_status() -> Result<(), String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        amx::hw::status()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Err("AMX exists only on x86_64".into())
+    }
 }
 
 /// The best instruction set of this CPU, detected once; `IDEFICS3_ISA` caps it (see

@@ -6,33 +6,51 @@ use std::sync::OnceLock;
 
 use super::tiles::{TileConfig, Tiles};
 
-/// Whether this process can run AMX-BF16: CPUID.(EAX=7,ECX=0):EDX bit 24 (AMX-TILE) and bit 22
-/// (AMX-BF16), AVX-512F with BF16 for the rest of the path, and Linux granting the tile data state
-/// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, confirmed by `ARCH_GET_XCOMP_PERM`).
-/// Checked once; the permission, once granted, holds for every thread of the process.
+/// Whether this process can run AMX-BF16 (see [`status`]).
 pub fn available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| cpu_has_amx() && kernel_grants_tiles())
+    status().is_ok()
 }
 
-fn cpu_has_amx() -> bool {
+/// Whether this process can run AMX-BF16, or why not: CPUID.(EAX=7,ECX=0):EDX bit 24 (AMX-TILE)
+/// and bit 22 (AMX-BF16), AVX-512F/BW/BF16 and FMA for the rest of the path, and Linux granting the
+/// tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, confirmed by
+/// `ARCH_GET_XCOMP_PERM`). Checked once; the permission, once granted, holds for every thread of
+/// the process.
+pub fn status() -> Result<(), String> {
+    static STATUS: OnceLock<Result<(), String>> = OnceLock::new();
+    STATUS
+        .get_or_init(|| {
+            cpu_has_amx()?;
+            kernel_grants_tiles().inspect_err(|e| {
+                tracing::warn!("the CPU has AMX but {e}; the AVX-512 kernels run instead")
+            })
+        })
+        .clone()
+}
+
+fn cpu_has_amx() -> Result<(), String> {
     use std::arch::x86_64::__cpuid_count;
     // `__cpuid_count` is a safe function on newer compilers and unsafe on older ones.
     #[allow(unused_unsafe)]
     // SAFETY: CPUID exists on every x86_64 CPU; leaf 7 is read only when leaf 0 reports it.
-    let (max, edx) = unsafe {
-        let max = __cpuid_count(0, 0).eax;
-        (max, if max >= 7 { __cpuid_count(7, 0).edx } else { 0 })
+    let edx = unsafe {
+        if __cpuid_count(0, 0).eax >= 7 {
+            __cpuid_count(7, 0).edx
+        } else {
+            0
+        }
     };
-    let tile = edx >> 24 & 1 == 1;
-    let bf16 = edx >> 22 & 1 == 1;
-    max >= 7
-        && tile
-        && bf16
-        && is_x86_feature_detected!("avx512f")
+    if edx >> 24 & 1 == 0 || edx >> 22 & 1 == 0 {
+        return Err("the CPU lacks AMX-TILE or AMX-BF16 (CPUID leaf 7, EDX bits 24 and 22)".into());
+    }
+    let others = is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512bf16")
-        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("fma");
+    if !others {
+        return Err("the CPU has AMX but lacks AVX-512F/BW/BF16 or FMA".into());
+    }
+    Ok(())
 }
 
 /// Linux x86 `arch_prctl` codes (arch/x86/include/uapi/asm/prctl.h) and the XSAVE feature number of
@@ -42,7 +60,7 @@ const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
 const XFEATURE_XTILEDATA: libc::c_long = 18;
 
 #[cfg(target_os = "linux")]
-fn kernel_grants_tiles() -> bool {
+fn kernel_grants_tiles() -> Result<(), String> {
     // SAFETY: arch_prctl with these codes only reads/writes the process's XSAVE permissions and
     // the u64 we pass.
     unsafe {
@@ -52,21 +70,29 @@ fn kernel_grants_tiles() -> bool {
             XFEATURE_XTILEDATA,
         ) != 0
         {
-            return false;
+            return Err(format!(
+                "arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) failed: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         let mut granted: u64 = 0;
-        libc::syscall(
+        let rc = libc::syscall(
             libc::SYS_arch_prctl,
             ARCH_GET_XCOMP_PERM,
             &mut granted as *mut u64,
-        ) == 0
-            && granted >> XFEATURE_XTILEDATA & 1 == 1
+        );
+        if rc != 0 || granted >> XFEATURE_XTILEDATA & 1 == 0 {
+            return Err(format!(
+                "arch_prctl(ARCH_GET_XCOMP_PERM) does not report tile data (rc {rc}, mask {granted:#x})"
+            ));
+        }
     }
+    Ok(())
 }
 
 #[cfg(not(target_os = "linux"))]
-fn kernel_grants_tiles() -> bool {
-    false
+fn kernel_grants_tiles() -> Result<(), String> {
+    Err("tile data permission is only requested on Linux".into())
 }
 
 /// The tile registers themselves (no state of its own). Only used when [`available`] said yes.
