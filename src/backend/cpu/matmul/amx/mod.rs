@@ -72,10 +72,12 @@ impl TileA {
         if kp == 0 || m == 0 {
             return TileA { data, m, k, kp };
         }
+        #[cfg(target_arch = "x86_64")]
+        let wide = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
         let conv = |dst: &mut [u16], src: &[f32]| {
             #[cfg(target_arch = "x86_64")]
-            if fuses_epilogue() {
-                // SAFETY: AVX-512F (and BW, which every AVX-512 CPU with FMA here has) checked.
+            if wide {
+                // SAFETY: AVX-512F and BW checked above.
                 return unsafe { super::x86::to_bf16_slice(src, &mut dst[..src.len()]) };
             }
             for (d, &s) in dst.iter_mut().zip(src) {
