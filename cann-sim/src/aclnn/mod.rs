@@ -4,12 +4,15 @@
 
 pub mod access;
 pub mod activation;
+pub mod attention;
 pub mod check;
 pub mod elementwise;
 pub mod executor;
+pub mod fia;
 pub mod index;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
+pub mod rope;
 pub mod tensor;
 pub mod types;

@@ -345,3 +345,31 @@ pub fn tol(dtype: i32) -> (f64, f64) {
         _ => (0.0, 0.0),
     }
 }
+
+/// Runs a phase-1 call; returns its status, the workspace size and the executor.
+pub fn p1(
+    f: impl FnOnce(*mut u64, *mut *mut AclOpExecutor) -> i32,
+) -> (i32, u64, *mut AclOpExecutor) {
+    let (mut ws, mut ex) = (0u64, null_mut());
+    let rc = f(&mut ws, &mut ex);
+    (rc, ws, ex)
+}
+
+/// The float dtypes most operators accept.
+pub const FLOATS: [i32; 3] = [F32, F16, BF16];
+
+/// An f32 scalar.
+pub fn scalar(v: f32) -> *mut cann_sim::aclnn::tensor::AclScalar {
+    let mut v = v;
+    unsafe { cann_sim::aclnn::tensor::aclCreateScalar(&mut v as *mut f32 as *mut c_void, F32) }
+}
+
+/// An int array.
+pub fn ints(v: &[i64]) -> *mut cann_sim::aclnn::tensor::AclIntArray {
+    unsafe { cann_sim::aclnn::tensor::aclCreateIntArray(v.as_ptr(), v.len() as u64) }
+}
+
+/// A transposed view: storage holds `rows × cols` row-major, the view is `[cols, rows]` with strides (1, cols).
+pub fn transposed(storage: &[f64], rows: i64, cols: i64, dtype: i32) -> T {
+    view(storage, &[cols, rows], &[1, cols], 0, dtype)
+}
