@@ -44,8 +44,7 @@ typedef struct DecodeTiling {
   uint32_t keyChunk; /* keys loaded per step */
   uint32_t dtype;    /* KDT_BF16 or KDT_F16 (q, k, v, out) */
   float scale;       /* softmax scale, usually 1/sqrt(headDim) */
-  uint32_t itemsPerCore;
-  uint32_t reserved;
+  uint32_t reserved0, reserved1;
 } DecodeTiling;
 
 #endif /* IDEFICS3_KERNELS_TILING_H */

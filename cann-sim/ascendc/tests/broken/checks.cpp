@@ -70,6 +70,7 @@ extern "C" __global__ __aicore__ void deque_without_enque(GM_ADDR x, GM_ADDR y) 
   pipe.InitBuffer(q, 1, 256);
   LocalTensor<float> t = q.AllocTensor<float>();
   LocalTensor<float> u = q.DeQue<float>();
+  (void)u;
   q.FreeTensor(t);
 }
 
@@ -110,6 +111,8 @@ extern "C" __global__ __aicore__ void alloc_exhausted(GM_ADDR x, GM_ADDR y) {
   pipe.InitBuffer(q, 1, 256);
   LocalTensor<float> a = q.AllocTensor<float>();
   LocalTensor<float> b = q.AllocTensor<float>();
+  (void)a;
+  (void)b;
 }
 
 // WaitFlag with no SetFlag.
