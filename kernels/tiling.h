@@ -47,4 +47,24 @@ typedef struct DecodeTiling {
   uint32_t reserved0, reserved1;
 } DecodeTiling;
 
+/* Flash attention (prefill / vision): out = softmax(scale * Q K^T + mask) V per (batch, head), GQA by
+ * head // (heads / kvHeads). Element (b, s, h, d) of q is at b*qBatchStride + s*qRowStride +
+ * h*qHeadStride + d (elements; k, v and out likewise), so BSND projections and a [kvHeads][rows][D] KV
+ * cache are both read in place. Masks: keyValid[b][kvLen] bytes (1 = attend) when hasKeyMask; causal:
+ * query s sees keys j <= s + causalOffset (offset = cached keys before the first query). A query row with
+ * no visible key gets zeros. The kernel takes blockM query rows x blockN keys per step (both 128). */
+typedef struct FlashTiling {
+  uint32_t batch, heads, kvHeads, headDim;
+  uint32_t qLen, kvLen;
+  uint32_t qBatchStride, qRowStride, qHeadStride;
+  uint32_t kBatchStride, kRowStride, kHeadStride;
+  uint32_t vBatchStride, vRowStride, vHeadStride;
+  uint32_t oBatchStride, oRowStride, oHeadStride;
+  uint32_t causal, causalOffset, hasKeyMask;
+  uint32_t dtype; /* KDT_BF16 or KDT_F16 */
+  float scale;
+  uint32_t blockM, blockN; /* 128, 128 */
+  uint32_t qTiles;         /* ceil(qLen / blockM); work items = batch * heads * qTiles */
+} FlashTiling;
+
 #endif /* IDEFICS3_KERNELS_TILING_H */

@@ -382,6 +382,30 @@ inline void Fixpipe(const GlobalTensor<Td> &dst, const LocalTensor<Ts> &src, con
   }
 }
 
+// ---- fill of L1 / L0A / L0B with a constant (InitConstValue) ----
+// [U] unit of blockNum and dstGap taken as 32-byte blocks; the docs' exact unit on dav-c220 is unverified.
+template <class T>
+struct InitConstValueParams {
+  InitConstValueParams() = default;
+  InitConstValueParams(uint16_t repeat, uint16_t blocks, uint16_t gap, T value)
+      : repeatTimes(repeat), blockNum(blocks), dstGap(gap), initValue(value) {}
+  uint16_t repeatTimes = 0;
+  uint16_t blockNum = 0;
+  uint16_t dstGap = 0;
+  T initValue = T(0);
+};
+template <class T>
+inline void InitConstValue(const LocalTensor<T> &dst, const InitConstValueParams<T> &p) {
+  const char *api = "InitConstValue";
+  sim::need_mem(api, "destination", dst.mem(), {sim::Mem::L1, sim::Mem::L0A, sim::Mem::L0B});
+  sim::need_aligned(api, "destination", dst, 32);
+  constexpr uint32_t per = 32 / sizeof(T);
+  for (uint32_t r = 0; r < p.repeatTimes; ++r) {
+    T *d = dst.ptr(api, uint64_t(r) * (p.blockNum + p.dstGap) * per, uint64_t(p.blockNum) * per);
+    for (uint32_t e = 0; e < uint32_t(p.blockNum) * per; ++e) d[e] = p.initValue;
+  }
+}
+
 }  // namespace AscendC
 
 #endif  // ASCENDC_SIM_COPY_H
