@@ -69,7 +69,7 @@ class Decode {
       }
       float m[8], l[8];
       for (uint32_t j = 0; j < G; ++j) {
-        m[j] = -INFINITY;
+        m[j] = idefics3::kNegInf;
         l[j] = 0.0f;
       }
       for (uint32_t c0 = k0; c0 < k1; c0 += KC) {
@@ -167,7 +167,7 @@ class Merge {
       p = inQ.DeQue<float>();
       SetFlag<HardEvent::MTE2_S>(0);
       WaitFlag<HardEvent::MTE2_S>(0);
-      float mx = -INFINITY;
+      float mx = idefics3::kNegInf;
       for (uint32_t s = 0; s < S; ++s) {
         const float ms = p.GetValue(s * Us + D);
         mx = ms > mx ? ms : mx;

@@ -3,9 +3,14 @@
 #ifndef IDEFICS3_KERNELS_EPILOGUE_H
 #define IDEFICS3_KERNELS_EPILOGUE_H
 
+#include <type_traits>
+
 #include "kernel_operator.h"
 
 namespace idefics3 {
+
+/// -inf for masks and empty softmax rows (a compiler builtin: no <cmath> needed in device code).
+constexpr float kNegInf = -__builtin_inff();
 
 /// x <- x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3): the same value as 0.5 x (1 + tanh u), from
 /// the Exp and Div the vector unit has (no Tanh in the basic API). tmp holds n floats.

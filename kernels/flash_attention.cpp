@@ -202,7 +202,7 @@ class Flash {
     LocalTensor<float> acc = oAcc.Get<float>(), madd = maskAdd.Get<float>(), sm = small.Get<float>();
     float m[64], l[64], alpha[64];
     for (uint32_t i = 0; i < rows; ++i) {
-      m[i] = -INFINITY;
+      m[i] = idefics3::kNegInf;
       l[i] = 0.0f;
       Duplicate(acc[i * Da], 0.0f, static_cast<int32_t>(Da));
     }
@@ -218,7 +218,7 @@ class Flash {
           mk = maskQ.DeQue<uint8_t>();
           SetFlag<HardEvent::MTE2_S>(0);
           WaitFlag<HardEvent::MTE2_S>(0);
-          for (uint32_t j = 0; j < nk; ++j) madd.SetValue(j, mk.GetValue(j) ? 0.0f : -INFINITY);
+          for (uint32_t j = 0; j < nk; ++j) madd.SetValue(j, mk.GetValue(j) ? 0.0f : idefics3::kNegInf);
           maskQ.FreeTensor(mk);
           ScalarToVector();
         }
@@ -237,7 +237,7 @@ class Flash {
             const uint32_t last = it.q0 + r0 + i + t.causalOffset;
             if (k0 + nk - 1 > last) {
               VectorToScalar();
-              for (uint32_t j = last + 1 > k0 ? last + 1 - k0 : 0; j < nk; ++j) si.SetValue(j, -INFINITY);
+              for (uint32_t j = last + 1 > k0 ? last + 1 - k0 : 0; j < nk; ++j) si.SetValue(j, idefics3::kNegInf);
               ScalarToVector();
             }
           }
@@ -245,7 +245,7 @@ class Flash {
           VectorToScalar();
           const float mc = sm.GetValue(8);
           const float mn = mc > m[i] ? mc : m[i];
-          const float base = mn == -INFINITY ? 0.0f : mn;  // a row with nothing visible yet stays at zero
+          const float base = mn == idefics3::kNegInf ? 0.0f : mn;  // a row with nothing visible yet stays at zero
           ScalarToVector();
           Adds(si, si, -base, static_cast<int32_t>(nk));
           Exp(si, si, static_cast<int32_t>(nk));
