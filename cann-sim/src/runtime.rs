@@ -178,8 +178,9 @@ fn tear_down_device(when: &str) {
     report_leaks(when);
 }
 
+/// Writes the report at exit for a program that never reached aclFinalize (which writes it itself).
 extern "C" fn report_at_exit() {
-    let path = with(|rt| rt.config.report.clone());
+    let path = with(|rt| rt.config.report.clone().filter(|_| rt.initialized));
     if let Some(p) = path {
         counters::write_report(&p);
     }
