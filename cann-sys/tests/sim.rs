@@ -460,3 +460,66 @@ fn other_threads_bind_the_context() {
     });
     assert_eq!(handle.join().expect("thread").unwrap(), vec![1, 2, 3, 4]);
 }
+
+/// Builds the simulator's tiny test kernel binary (cann-sim/tests/c/test_kernel.c, the CPU kernel ABI).
+fn test_kernel_binary() -> std::path::PathBuf {
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cann-sim/tests/c/test_kernel.c");
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cann-sys-test-kernel.so");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = std::process::Command::new(cc)
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("run the C compiler");
+    assert!(status.success(), "compiling {} failed", src.display());
+    out
+}
+
+#[test]
+fn kernel_binary_loads_and_launches() {
+    let ctx = ctx();
+    let stream = Stream::new(&ctx).unwrap();
+    let binary = cann_sys::kernel::Binary::load(&ctx, &test_kernel_binary()).unwrap();
+    let n = 1000u32;
+    let x = common::values(n as usize, 7);
+    let mut dx = DeviceBuffer::new(&ctx, n as usize * 4).unwrap();
+    let dy = DeviceBuffer::new(&ctx, n as usize * 4).unwrap();
+    dx.copy_from_host(0, &x).unwrap();
+
+    let add_one = binary.function("add_one").unwrap();
+    let mut args = add_one.args().unwrap();
+    args.push(dx.as_ptr() as u64)
+        .unwrap()
+        .push(dy.as_ptr() as u64)
+        .unwrap()
+        .push(n)
+        .unwrap();
+    assert!(
+        matches!(add_one.launch(3, &stream, &args), Err(Error::Invalid(_))),
+        "launch before finalize is refused"
+    );
+    args.finalize().unwrap();
+    add_one.launch(3, &stream, &args).unwrap();
+    stream.synchronize().unwrap();
+    let y = dy.to_vec::<f32>().unwrap();
+    assert!(y.iter().zip(&x).all(|(y, x)| *y == x + 1.0));
+
+    // A kernel that stores past its buffer fails at the next synchronisation, with the kernel's message.
+    let oob = binary.function("oob_store").unwrap();
+    let mut args = oob.args().unwrap();
+    args.push(dy.as_ptr() as u64).unwrap().push(n).unwrap();
+    args.finalize().unwrap();
+    oob.launch(1, &stream, &args).unwrap();
+    let (call, status, message) = call_error(stream.synchronize());
+    assert_eq!(call, "aclrtSynchronizeStream");
+    assert_ne!(status, 0);
+    assert!(message.contains("oob_store"), "{message}");
+
+    match binary.function("no_such_kernel") {
+        Err(Error::Call { call, .. }) => assert_eq!(call, "aclrtBinaryGetFunction(no_such_kernel)"),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("a kernel that does not exist was found"),
+    }
+}
