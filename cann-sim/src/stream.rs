@@ -123,8 +123,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static DELAY_US: AtomicU64 = AtomicU64::new(0);
 static STREAMS: Mutex<Option<HashMap<u64, Arc<Stream>>>> = Mutex::new(None);
 
-/// Handles are ids offset into a range no allocator returns, so a destroyed stream's handle is never reused.
-const HANDLE_BASE: u64 = 0x5354_0000_0000;
+/// Base of stream handles (see [`crate::handle`]).
+pub const HANDLE_BASE: u64 = 0x5354_0000_0000;
 
 /// Sets the delay every task sleeps before it runs (`CANN_SIM_DELAY_US`).
 pub fn set_delay_us(us: u64) {
@@ -274,7 +274,7 @@ impl Stream {
 
     /// The C handle of this stream.
     pub fn handle(&self) -> *mut c_void {
-        (HANDLE_BASE + self.id) as *mut c_void
+        crate::handle::make(HANDLE_BASE, self.id)
     }
 }
 
@@ -285,9 +285,8 @@ pub fn resolve(call: &str, handle: *mut c_void) -> Result<Arc<Stream>, i32> {
         return Ok(Arc::clone(&ctx.default_stream));
     }
     let h = handle as u64;
-    let found = h
-        .checked_sub(HANDLE_BASE)
-        .and_then(|id| lock(&STREAMS).as_ref().and_then(|m| m.get(&id).cloned()));
+    let id = crate::handle::id_of(handle, HANDLE_BASE);
+    let found = lock(&STREAMS).as_ref().and_then(|m| m.get(&id).cloned());
     found.ok_or_else(|| {
         fail(
             call,

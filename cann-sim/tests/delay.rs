@@ -63,7 +63,7 @@ fn a_missing_stream_sync_reads_stale_data() {
         assert!(v.iter().all(|&x| x == 7));
 
         // Pageable host memory: the async copy returns only after it ran, so the data is there at once.
-        let page = vec![9u8; 64];
+        let page = [9u8; 64];
         let t0 = Instant::now();
         assert_eq!(
             aclrtMemcpyAsync(d, 64, page.as_ptr() as *const c_void, 64, H2D, s),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::ffi::{c_void, CStr, CString};
+use std::ffi::{CStr, CString};
 use std::ptr::{null, null_mut};
 
 use cann_sim::codes::*;
@@ -164,6 +164,6 @@ fn init_capacity_reset_leaks_finalize_and_report() {
             .unwrap()
             .iter()
             .any(|st| st["ops"]["aclnnNeverSynced"] == 1));
-        libc::free(pinned as *mut c_void);
+        libc::free(pinned);
     }
 }

@@ -123,7 +123,7 @@ pub fn counters() -> serde_json::Value {
 
 /// The counters object of stream handle `s`.
 pub fn stream_counters(s: *mut c_void) -> serde_json::Value {
-    let id = s as u64 - 0x5354_0000_0000;
+    let id = cann_sim::handle::id_of(s, cann_sim::stream::HANDLE_BASE);
     counters()["streams"]
         .as_array()
         .expect("streams array")
