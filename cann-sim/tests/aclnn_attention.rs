@@ -729,3 +729,153 @@ fn fia_decode_per_batch_tensor_list_with_different_lengths_in_bnsd() {
         aclDestroyTensorList(vpl);
     }
 }
+
+#[test]
+fn fia_prompt_with_an_explicit_mask_in_bsnd_and_mode_errors() {
+    let dev = setup();
+    let mut rng = Rng::new(34);
+    let (b, nq, nkv, s, d) = (2usize, 4usize, 2usize, 4usize, 16usize);
+    let dt = F16;
+    let q = rng.vec_in(b * nq * s * d, dt);
+    let k = rng.vec_in(b * nkv * s * d, dt);
+    let v = rng.vec_in(b * nkv * s * d, dt);
+    // Causal mask given explicitly as [Sq, Skv] (1 = masked), sparseMode 0.
+    let mask: Vec<f64> = (0..s * s)
+        .map(|x| ((x % s) > (x / s)) as u8 as f64)
+        .collect();
+    let allowed = |_b: usize, _n: usize, i: usize, j: usize| j <= i;
+    let (want, _, _) = attention_ref(&q, &k, &v, [b, nq, nkv, s, s, d], 0.3, &allowed);
+    let qt = tensor(
+        &bnsd_to_bsnd(&q, b, nq, s, d),
+        &[b as i64, s as i64, nq as i64, d as i64],
+        dt,
+    );
+    let mut kt = tensor(
+        &bnsd_to_bsnd(&k, b, nkv, s, d),
+        &[b as i64, s as i64, nkv as i64, d as i64],
+        dt,
+    );
+    let mut vt = tensor(
+        &bnsd_to_bsnd(&v, b, nkv, s, d),
+        &[b as i64, s as i64, nkv as i64, d as i64],
+        dt,
+    );
+    let (kl, vl) = (list(&mut [&mut kt]), list(&mut [&mut vt]));
+    let mt = tensor(&mask, &[s as i64, s as i64], BOOL);
+    let out = zeros(&[b as i64, s as i64, nq as i64, d as i64], dt);
+    let (rc, ws, ex) = fia(
+        &qt,
+        kl,
+        vl,
+        mt.h,
+        null(),
+        null(),
+        nq as i64,
+        nkv as i64,
+        0.3,
+        "BSND",
+        0,
+        false,
+        out.h,
+        null(),
+    );
+    ok(&dev, rc, ws, ex, aclnnFusedInferAttentionScoreV2);
+    let (atol, rtol) = tol(dt);
+    close(
+        &out.storage(),
+        &bnsd_to_bsnd(&want, b, nq, s, d),
+        atol * 2.0,
+        rtol * 2.0,
+        "FIA masked prompt",
+    );
+    let (rc, _, _) = fia(
+        &qt,
+        kl,
+        vl,
+        null(),
+        null(),
+        null(),
+        nq as i64,
+        nkv as i64,
+        0.3,
+        "BSND",
+        2,
+        false,
+        out.h,
+        null(),
+    );
+    fails(rc, INVALID, "2048x2048");
+    let (rc, _, _) = fia(
+        &qt,
+        kl,
+        vl,
+        mt.h,
+        null(),
+        null(),
+        nq as i64,
+        nkv as i64,
+        0.3,
+        "BSND",
+        5,
+        false,
+        out.h,
+        null(),
+    );
+    fails(rc, INVALID, "accepts 0 to 4");
+    let (rc, _, _) = fia(
+        &qt,
+        kl,
+        vl,
+        null(),
+        null(),
+        null(),
+        nq as i64,
+        nkv as i64,
+        0.3,
+        "BSND",
+        1,
+        false,
+        out.h,
+        null(),
+    );
+    fails(rc, INVALID, "allMask");
+    let bad = zeros(&[3, 3], BOOL);
+    let (rc, _, _) = fia(
+        &qt,
+        kl,
+        vl,
+        bad.h,
+        null(),
+        null(),
+        nq as i64,
+        nkv as i64,
+        0.3,
+        "BSND",
+        0,
+        false,
+        out.h,
+        null(),
+    );
+    fails(rc, INVALID, "attenMask has shape");
+    let (rc, _, _) = fia(
+        &qt,
+        kl,
+        vl,
+        null(),
+        null(),
+        null(),
+        nq as i64,
+        nkv as i64,
+        0.3,
+        "SBH",
+        0,
+        false,
+        out.h,
+        null(),
+    );
+    fails(rc, INVALID, "not accepted here");
+    unsafe {
+        aclDestroyTensorList(kl);
+        aclDestroyTensorList(vl);
+    }
+}
