@@ -286,6 +286,17 @@ fn stream_runs_in_order_and_async_copies_with_pinned_memory_return_early() {
             *h, 0,
             "the copy has not run yet (the stream is busy for 100 ms)"
         );
+        expect_err(
+            aclrtSynchronizeStreamWithTimeout(s, 10),
+            ACL_ERROR_RT_STREAM_SYNC_TIMEOUT,
+            "still busy after 10 ms",
+        );
+        expect_err(
+            aclrtSynchronizeStreamWithTimeout(s, -5),
+            ACL_ERROR_INVALID_PARAM,
+            "must be -1 or positive",
+        );
+        assert_eq!(aclrtSynchronizeStreamWithTimeout(s, 5000), 0);
         assert_eq!(aclrtSynchronizeStream(s), 0);
         assert!(
             (0..16).all(|i| *h.add(i) == 9),
@@ -296,7 +307,7 @@ fn stream_runs_in_order_and_async_copies_with_pinned_memory_return_early() {
         assert_eq!(c["copies"]["d2h"], 1);
         assert_eq!(c["copy_bytes"]["d2h"], 4096);
         assert_eq!(c["memsets"], 1);
-        assert_eq!(c["host_syncs"], 1);
+        assert_eq!(c["host_syncs"], 2);
         assert_eq!(c["bytes_written"], 4096 + 16);
         assert_eq!(c["bytes_read"], 4096);
         assert_eq!(c["tasks"], 3);
