@@ -16,7 +16,7 @@ use common::*;
 const H2D: u32 = 1;
 const D2H: u32 = 2;
 const D2D: u32 = 3;
-const DELAY_MS: u64 = 50;
+const DELAY_MS: u64 = 100;
 
 fn setup_delayed() {
     static ENV: std::sync::Once = std::sync::Once::new();
