@@ -122,6 +122,8 @@ fn code_of(e: &Error) -> i32 {
         | Error::Safetensors { .. }
         | Error::Tensor { .. } => IDEFICS3_ERR_MODEL,
         Error::Input(_) => IDEFICS3_ERR_INPUT,
+        // Inconsistent operands reaching an op are a bug of the engine, not of the request.
+        Error::Op { .. } => IDEFICS3_ERR_INTERNAL,
     }
 }
 

@@ -51,6 +51,17 @@ pub enum Error {
     /// The inputs handed to the model are inconsistent.
     #[error("invalid input: {0}")]
     Input(String),
+    /// A backend op was handed operands it cannot combine (mismatched shapes, an index out of
+    /// range): a bug in the code calling it, reported instead of a panic.
+    #[error("{backend} backend, op `{op}`: {message}")]
+    Op {
+        /// The backend's name.
+        backend: &'static str,
+        /// The op of [`crate::backend::Backend`].
+        op: &'static str,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl Error {

@@ -255,7 +255,7 @@ pub fn generate<B: Backend>(
     }
     let start = Instant::now();
     let budget = params.max_new_tokens.min(context - ids.len());
-    let mut cache = model.new_cache(ids.len() + budget);
+    let mut cache = model.new_cache(ids.len() + budget)?;
     let pre = model.prefill(ids, pixels, &mut cache, false)?;
     let mut timings = Timings {
         vision_s: pre.vision_s,
@@ -317,7 +317,7 @@ pub fn greedy<B: Backend>(
     n: usize,
     all_logits: bool,
 ) -> Result<GreedyOutput> {
-    let mut cache = model.new_cache(ids.len() + n);
+    let mut cache = model.new_cache(ids.len() + n)?;
     let pre = model.prefill(ids, pixels, &mut cache, all_logits)?;
     let vocab = model.config().text.vocab_size;
     let last = pre.logits[pre.logits.len() - vocab..].to_vec();

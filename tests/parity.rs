@@ -176,7 +176,9 @@ fn image_features_match_transformers_for_any_tile_grouping() {
                     .unwrap();
             let b = model.backend();
             for group in [1, 2, 64] {
-                let got = b.download(&model.image_features_grouped(px, group).unwrap().unwrap());
+                let got = b
+                    .download(&model.image_features_grouped(px, group).unwrap().unwrap())
+                    .unwrap();
                 assert_eq!(got.len(), want.len(), "{case} {mode} group {group}: shape");
                 let err = rel_max_err(&got, &want);
                 assert!(
