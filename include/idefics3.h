@@ -33,6 +33,7 @@ extern "C" {
 #define IDEFICS3_DTYPE_DEFAULT 0 /* bf16 */
 #define IDEFICS3_DTYPE_F32 1     /* f32: the exact reference */
 #define IDEFICS3_DTYPE_BF16 2    /* bf16, as transformers in bfloat16 */
+#define IDEFICS3_DTYPE_F16 3     /* IEEE half, as transformers in float16 */
 
 typedef struct Idefics3Model Idefics3Model;
 

@@ -36,6 +36,8 @@ pub const IDEFICS3_DTYPE_DEFAULT: u32 = 0;
 pub const IDEFICS3_DTYPE_F32: u32 = 1;
 /// bf16 activations, as transformers in bfloat16.
 pub const IDEFICS3_DTYPE_BF16: u32 = 2;
+/// IEEE half activations, as transformers in float16.
+pub const IDEFICS3_DTYPE_F16: u32 = 3;
 
 /// How to load a model; zero fields mean defaults.
 #[repr(C)]
@@ -188,6 +190,7 @@ pub unsafe extern "C" fn idefics3_model_load(
         let dtype = match opts.dtype {
             IDEFICS3_DTYPE_DEFAULT | IDEFICS3_DTYPE_BF16 => ActDtype::Bf16,
             IDEFICS3_DTYPE_F32 => ActDtype::F32,
+            IDEFICS3_DTYPE_F16 => ActDtype::F16,
             other => {
                 return fail(
                     IDEFICS3_ERR_INVALID_ARGUMENT,

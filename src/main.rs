@@ -145,7 +145,8 @@ struct ForwardArgs {
     /// given, and generated_ids [N] i64 with --greedy.
     #[arg(long)]
     out: PathBuf,
-    /// Activation precision: f32 (exact reference) or bf16 (rounded as transformers in bfloat16).
+    /// Activation precision: f32 (exact reference), bf16 or fp16 (rounded as transformers in
+    /// bfloat16 / float16).
     #[arg(long, default_value = "f32")]
     dtype: ActDtype,
     /// Also generate N greedy tokens (end-of-sequence does not stop it).
@@ -370,10 +371,7 @@ fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
     };
     let threads = engine.model().backend().threads();
     let r = idefics3::bench::run(&engine, load_s, &spec)?;
-    let dtype = match a.dtype {
-        ActDtype::F32 => "f32",
-        ActDtype::Bf16 => "bf16",
-    };
+    let dtype = a.dtype.as_str();
     let isa = format!("{:?}", idefics3::backend::cpu::matmul::best_isa());
     if a.json {
         let mut v = serde_json::to_value(&r)?;

@@ -4,7 +4,8 @@
 //!
 //! Activations are row-major matrices `[rows, cols]`. In [`ActDtype::Bf16`] mode every op rounds its
 //! output to bfloat16 at the points where transformers running in bfloat16 rounds (spec section 10),
-//! while computing and accumulating in f32 inside.
+//! while computing and accumulating in f32 inside; [`ActDtype::F16`] rounds at the same points to
+//! IEEE half, as transformers in float16 does.
 //!
 //! # Failures
 //! Every op that touches device memory returns a [`Result`]; nothing in the op set panics on a
@@ -31,15 +32,42 @@ pub enum ActDtype {
     /// bfloat16 between ops, f32 inside them; weights in other dtypes are rounded to bfloat16 as
     /// `model.to(torch.bfloat16)` would.
     Bf16,
+    /// IEEE half between ops, f32 inside them; weights in other dtypes are rounded to half as
+    /// `model.to(torch.float16)` would (values beyond ±65504 become infinite, as there).
+    F16,
+}
+
+impl ActDtype {
+    /// `v` rounded to this precision (unchanged in f32).
+    #[inline(always)]
+    pub fn round(self, v: f32) -> f32 {
+        match self {
+            ActDtype::F32 => v,
+            ActDtype::Bf16 => crate::numeric::round_bf16(v),
+            ActDtype::F16 => crate::numeric::round_f16(v),
+        }
+    }
+
+    /// The name used by `--dtype` and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActDtype::F32 => "f32",
+            ActDtype::Bf16 => "bf16",
+            ActDtype::F16 => "fp16",
+        }
+    }
 }
 
 impl std::str::FromStr for ActDtype {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
-            "f32" | "float32" => Ok(ActDtype::F32),
+            "f32" | "fp32" | "float32" => Ok(ActDtype::F32),
             "bf16" | "bfloat16" => Ok(ActDtype::Bf16),
-            other => Err(format!("unknown dtype {other:?}; expected f32 or bf16")),
+            "fp16" | "f16" | "float16" => Ok(ActDtype::F16),
+            other => Err(format!(
+                "unknown dtype {other:?}; expected f32, bf16 or fp16"
+            )),
         }
     }
 }
@@ -196,4 +224,25 @@ pub trait Backend: Send + Sync {
         rows: &[usize],
         src: &Self::Tensor,
     ) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ActDtype;
+
+    #[test]
+    fn dtype_names_parse() {
+        for (names, want) in [
+            (&["f32", "fp32", "float32"][..], ActDtype::F32),
+            (&["bf16", "bfloat16"][..], ActDtype::Bf16),
+            (&["fp16", "f16", "float16"][..], ActDtype::F16),
+        ] {
+            for n in names {
+                assert_eq!(n.parse::<ActDtype>(), Ok(want));
+            }
+            assert_eq!(want.as_str().parse::<ActDtype>(), Ok(want));
+        }
+        let e = "half".parse::<ActDtype>().unwrap_err();
+        assert!(e.contains("\"half\"") && e.contains("fp16"), "{e}");
+    }
 }

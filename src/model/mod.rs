@@ -12,7 +12,6 @@ use std::path::Path;
 use crate::backend::Backend;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::numeric::round_bf16;
 use crate::weights::{Checkpoint, ExpectedTensor};
 
 pub use text::KvCache;
@@ -165,13 +164,13 @@ impl<B: Backend> Idefics3<B> {
             ));
         }
         let tile_len = px.channels * px.size * px.size;
-        let bf16 = b.act_dtype() == crate::backend::ActDtype::Bf16;
+        let act = b.act_dtype();
         // A padding tile is one whose every value is zero in the model dtype.
         let real: Vec<usize> = (0..px.tiles)
             .filter(|&t| {
                 px.values[t * tile_len..(t + 1) * tile_len]
                     .iter()
-                    .any(|&v| (if bf16 { round_bf16(v) } else { v }) != 0.0)
+                    .any(|&v| act.round(v) != 0.0)
             })
             .collect();
         if real.is_empty() {

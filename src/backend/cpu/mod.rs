@@ -1,6 +1,15 @@
 //! The CPU backend: the reference implementation of every op, multi-threaded on [`pool::ThreadPool`].
-//! Activations live in f32 `Vec`s (in bf16 mode they hold bf16-representable values); weights stay in
-//! the memory-mapped checkpoint in their own dtype and are widened inside the kernels.
+//! Activations live in f32 `Vec`s (in bf16 or f16 mode they hold values representable there);
+//! weights stay in the memory-mapped checkpoint in their own dtype and are widened inside the
+//! kernels, except in f16 mode, where a checkpoint in another dtype is converted once at load to an
+//! f16 copy (`model.to(torch.float16)`), so that the kernels read f16 weights as they read a
+//! checkpoint stored in f16.
+//!
+//! The matmul and attention kernels know one rounding, bf16's (the AVX-512 BF16 path depends on
+//! it). In f16 mode they run unrounded, in f32, and their outputs are rounded to f16 afterwards,
+//! which is where transformers in float16 rounds a linear layer's output. One difference remains
+//! inside attention: torch rounds the softmax numerators to the activation dtype before
+//! multiplying them with V, which the kernels do for bf16 only; in f16 mode they stay f32 there.
 
 mod attention;
 mod elementwise;
@@ -12,7 +21,7 @@ use std::sync::Arc;
 
 use super::{ActDtype, AttentionParams, Backend};
 use crate::error::{Error, Result};
-use crate::numeric::{convert_into, round_bf16};
+use crate::numeric::{convert_into, round_bf16, round_f16};
 use crate::weights::{DType, MappedFile, TensorRef};
 
 /// Activations of the vision tower reach hundreds of MB per op; glibc maps blocks that large afresh
@@ -70,11 +79,19 @@ impl CpuCache {
     }
 }
 
-/// A weight matrix viewed in place inside its memory-mapped file.
+/// Where a weight's bytes live.
+#[derive(Debug, Clone)]
+enum Storage {
+    /// In place in the memory-mapped checkpoint.
+    Mapped(Arc<MappedFile>, Range<usize>),
+    /// A converted copy (f16 mode over a checkpoint in another dtype).
+    Owned(Arc<[u8]>),
+}
+
+/// A weight matrix, viewed in place inside its memory-mapped file or converted once at load.
 #[derive(Debug, Clone)]
 pub struct CpuWeight {
-    file: Arc<MappedFile>,
-    range: Range<usize>,
+    storage: Storage,
     /// Storage dtype.
     pub dtype: DType,
     /// Rows (output features for a linear layer).
@@ -88,7 +105,10 @@ pub struct CpuWeight {
 impl CpuWeight {
     /// The raw bytes of the whole matrix.
     pub fn bytes(&self) -> &[u8] {
-        &self.file.bytes()[self.range.clone()]
+        match &self.storage {
+            Storage::Mapped(file, range) => &file.bytes()[range.clone()],
+            Storage::Owned(bytes) => bytes,
+        }
     }
 
     /// The raw bytes of rows `r0..r1`.
@@ -144,13 +164,22 @@ impl CpuBackend {
         self.pool.threads()
     }
 
+    /// Whether the kernels that only know bf16 rounding (matmul, attention, GELU) round.
     fn bf16(&self) -> bool {
         self.act == ActDtype::Bf16
     }
 
     fn round_all(&self, v: &mut [f32]) {
-        if self.bf16() {
-            v.iter_mut().for_each(|x| *x = round_bf16(*x));
+        if self.act != ActDtype::F32 {
+            let act = self.act;
+            v.iter_mut().for_each(|x| *x = act.round(*x));
+        }
+    }
+
+    /// In f16 mode, rounds the output of a kernel that ran unrounded (see the module doc).
+    fn round_f16_output(&self, v: &mut [f32]) {
+        if self.act == ActDtype::F16 {
+            v.iter_mut().for_each(|x| *x = round_f16(*x));
         }
     }
 
@@ -248,9 +277,19 @@ impl Backend for CpuBackend {
                 format!("{numel} elements cannot be viewed as {rows} rows"),
             ));
         }
+        let storage = Storage::Mapped(t.file().clone(), t.byte_range());
+        let (storage, dtype) = if self.act == ActDtype::F16 && dtype != DType::F16 {
+            let wide = crate::numeric::to_f32(dtype, &t.file().bytes()[t.byte_range()]);
+            let bytes: Vec<u8> = wide
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect();
+            (Storage::Owned(bytes.into()), DType::F16)
+        } else {
+            (storage, dtype)
+        };
         Ok(CpuWeight {
-            file: t.file().clone(),
-            range: t.byte_range(),
+            storage,
             dtype,
             rows,
             cols: numel / rows,
@@ -335,9 +374,10 @@ impl Backend for CpuBackend {
     fn matmul(&self, x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>) -> Result<CpuTensor> {
         check_matmul("matmul", x, w, bias)?;
         let bias = bias.map(CpuWeight::to_vec);
-        let out = self
+        let mut out = self
             .pool
             .install(|| matmul::matmul(&x.data, x.rows, w, bias.as_deref(), self.bf16()));
+        self.round_f16_output(&mut out);
         Ok(self.tensor(out, x.rows, w.rows))
     }
 
@@ -348,6 +388,12 @@ impl Backend for CpuBackend {
         bias: Option<&CpuWeight>,
     ) -> Result<CpuTensor> {
         check_matmul("matmul_gelu", x, w, bias)?;
+        if self.act == ActDtype::F16 {
+            // transformers rounds the product, then the GELU of it.
+            let mut y = self.matmul(x, w, bias)?;
+            self.gelu_tanh(&mut y)?;
+            return Ok(y);
+        }
         let bias = bias.map(CpuWeight::to_vec);
         let out = self
             .pool
@@ -376,7 +422,10 @@ impl Backend for CpuBackend {
         Ok(outs
             .into_iter()
             .zip(ws)
-            .map(|(o, (w, _))| self.tensor(o, x.rows, w.rows))
+            .map(|(mut o, (w, _))| {
+                self.round_f16_output(&mut o);
+                self.tensor(o, x.rows, w.rows)
+            })
             .collect())
     }
 
@@ -396,9 +445,9 @@ impl Backend for CpuBackend {
                 b.len()
             )
         })?;
-        let round = self.bf16();
+        let act = self.act;
         Ok(self.map_rows(x, |r, o| {
-            elementwise::layer_norm_row(r, &w, &b, eps, round, o)
+            elementwise::layer_norm_row(r, &w, &b, eps, act, o)
         }))
     }
 
@@ -407,18 +456,17 @@ impl Backend for CpuBackend {
         check(w.len() == x.cols, "rms_norm", || {
             format!("rows of {} columns, weight of {} values", x.cols, w.len())
         })?;
-        let round = self.bf16();
-        Ok(self.map_rows(x, |r, o| elementwise::rms_norm_row(r, &w, eps, round, o)))
+        let act = self.act;
+        Ok(self.map_rows(x, |r, o| elementwise::rms_norm_row(r, &w, eps, act, o)))
     }
 
     fn add_assign(&self, x: &mut CpuTensor, y: &CpuTensor) -> Result<()> {
         check((x.rows, x.cols) == (y.rows, y.cols), "add_assign", || {
             format!("[{}, {}] += [{}, {}]", x.rows, x.cols, y.rows, y.cols)
         })?;
-        let round = self.bf16();
+        let act = self.act;
         for (a, b) in x.data.iter_mut().zip(&y.data) {
-            let s = *a + *b;
-            *a = if round { round_bf16(s) } else { s };
+            *a = act.round(*a + *b);
         }
         Ok(())
     }
@@ -427,6 +475,7 @@ impl Backend for CpuBackend {
         let round = self.bf16();
         if x.rows <= SEQUENTIAL_ROWS {
             elementwise::gelu_tanh(&mut x.data, round);
+            self.round_f16_output(&mut x.data);
             return Ok(());
         }
         self.pool.install(|| {
@@ -437,6 +486,7 @@ impl Backend for CpuBackend {
                 |_, _, c| elementwise::gelu_tanh(c, round),
             )
         });
+        self.round_f16_output(&mut x.data);
         Ok(())
     }
 
@@ -452,7 +502,7 @@ impl Backend for CpuBackend {
             },
         )?;
         let mut out = vec![0.0; gate.data.len()];
-        elementwise::silu_mul(&gate.data, &up.data, self.bf16(), &mut out);
+        elementwise::silu_mul(&gate.data, &up.data, self.act, &mut out);
         Ok(self.tensor(out, gate.rows, gate.cols))
     }
 
@@ -480,12 +530,12 @@ impl Backend for CpuBackend {
                 )
             },
         )?;
-        let round = self.bf16();
+        let act = self.act;
         let cols = x.cols;
         x.data
             .chunks_exact_mut(cols)
             .zip(positions)
-            .for_each(|(row, &pos)| elementwise::rope_row(row, head_dim, pos, inv_freq, round));
+            .for_each(|(row, &pos)| elementwise::rope_row(row, head_dim, pos, inv_freq, act));
         Ok(())
     }
 
@@ -498,9 +548,10 @@ impl Backend for CpuBackend {
     ) -> Result<CpuTensor> {
         let (k, v) = (attention::Kv::of(k), attention::Kv::of(v));
         check_attention("attention", q, &k, &v, p)?;
-        let out = self
+        let mut out = self
             .pool
             .install(|| attention::attention(q, k, v, p, self.bf16()));
+        self.round_f16_output(&mut out);
         Ok(self.tensor(out, q.rows, p.heads * p.head_dim))
     }
 
@@ -513,9 +564,10 @@ impl Backend for CpuBackend {
     ) -> Result<CpuTensor> {
         let (k, v) = (k.view(), v.view());
         check_attention("cached_attention", q, &k, &v, p)?;
-        let out = self
+        let mut out = self
             .pool
             .install(|| attention::attention(q, k, v, p, self.bf16()));
+        self.round_f16_output(&mut out);
         Ok(self.tensor(out, q.rows, p.heads * p.head_dim))
     }
 
