@@ -19,6 +19,7 @@
 //! backend stays usable for the next one. Ops handed inconsistent operands (shapes, indices) return
 //! [`crate::error::Error::Op`] naming the op.
 
+pub mod ascend;
 pub mod cpu;
 
 use crate::error::Result;
@@ -68,6 +69,37 @@ impl std::str::FromStr for ActDtype {
             other => Err(format!(
                 "unknown dtype {other:?}; expected f32, bf16 or fp16"
             )),
+        }
+    }
+}
+
+/// The device a model runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// The CPU backend (the reference).
+    #[default]
+    Cpu,
+    /// An Ascend NPU through CANN.
+    Ascend,
+}
+
+impl BackendKind {
+    /// The name used by `--backend` and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Ascend => "ascend",
+        }
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(BackendKind::Cpu),
+            "ascend" | "npu" => Ok(BackendKind::Ascend),
+            other => Err(format!("unknown backend {other:?}; expected cpu or ascend")),
         }
     }
 }
