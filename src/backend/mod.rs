@@ -14,7 +14,8 @@
 //! result says at once which op failed: a device op fails in its own call when its arguments are
 //! refused, its workspace or output cannot be allocated, or its launch is refused. Work that has been
 //! enqueued and fails later, while the device runs it, can only be seen at a synchronisation; on
-//! a device those are the ops that bring data to the host ([`Backend::download`]), so such a failure reaches the caller as the error of that op, naming
+//! a device those are the ops that bring data to the host ([`Backend::download`],
+//! [`Backend::argmax_last`]), so such a failure reaches the caller as the error of that op, naming
 //! the call, the status and the runtime's message. Either way the error ends the request, and the
 //! backend stays usable for the next one. Ops handed inconsistent operands (shapes, indices) return
 //! [`crate::error::Error::Op`] naming the op.
@@ -158,6 +159,10 @@ pub trait Backend: Send + Sync {
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor>;
     /// Copies a tensor out to the host.
     fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    /// The column of the largest value in the last row of `x` (the first on ties; NaN never wins, as
+    /// in [`crate::generate::argmax`]): greedy decoding's choice from the logits, so that a device
+    /// sends one token id to the host per step instead of a row of logits.
+    fn argmax_last(&self, x: &Self::Tensor) -> Result<u32>;
     /// `(rows, cols)` of a tensor.
     fn dims(&self, t: &Self::Tensor) -> (usize, usize);
     /// An empty key or value cache of `cols` columns with room for `capacity` rows. A device may

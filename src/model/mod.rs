@@ -298,6 +298,16 @@ impl<B: Backend> Idefics3<B> {
         b.download(&self.text.logits(b, &hidden)?)
     }
 
+    /// [`Idefics3::decode_step`] followed by greedy choice on the backend: only the chosen id
+    /// leaves the device.
+    pub fn decode_step_greedy(&self, id: u32, cache: &mut KvCache<B>) -> Result<u32> {
+        let b = &self.backend;
+        self.check_ids(&[id])?;
+        let x = self.text.embed(b, &[id])?;
+        let hidden = self.text.forward(b, x, cache)?;
+        b.argmax_last(&self.text.logits(b, &hidden)?)
+    }
+
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
         let v = self.config.text.vocab_size;
         if let Some((i, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= v) {

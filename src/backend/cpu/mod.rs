@@ -310,6 +310,13 @@ impl Backend for CpuBackend {
         Ok(t.data.clone())
     }
 
+    fn argmax_last(&self, x: &CpuTensor) -> Result<u32> {
+        check(x.rows > 0 && x.cols > 0, "argmax_last", || {
+            format!("empty tensor [{}, {}]", x.rows, x.cols)
+        })?;
+        Ok(crate::generate::argmax(&x.data[(x.rows - 1) * x.cols..]))
+    }
+
     fn dims(&self, t: &CpuTensor) -> (usize, usize) {
         (t.rows, t.cols)
     }
@@ -796,6 +803,19 @@ mod tests {
         assert!(e.starts_with("pixel_shuffle"), "{e}");
         let e = op(b.rope(&mut x.clone(), 3, &[0, 1], &[1.0]).unwrap_err());
         assert!(e.starts_with("rope"), "{e}");
+    }
+
+    #[test]
+    fn argmax_last_reads_the_last_row_like_argmax() {
+        let b = backend();
+        let x = b
+            .upload(&[0.0, 9.0, 0.0, 1.0, 3.0, f32::NAN, 3.0, 2.0], 2, 4)
+            .unwrap();
+        // Row 0's 9 is ignored; in row 1 the first 3 wins the tie and NaN never wins.
+        assert_eq!(b.argmax_last(&x).unwrap(), 0);
+        let y = b.upload(&[0.0, -1.0, 5.0, 5.0], 1, 4).unwrap();
+        assert_eq!(b.argmax_last(&y).unwrap(), 2);
+        assert!(b.argmax_last(&b.upload(&[], 0, 4).unwrap()).is_err());
     }
 
     #[test]
