@@ -67,4 +67,11 @@ typedef struct FlashTiling {
   uint32_t qTiles;         /* ceil(qLen / blockM); work items = batch * heads * qTiles */
 } FlashTiling;
 
+/* Sizes the Rust mirrors must match (all fields 4 bytes, no padding). */
+#ifdef __cplusplus
+static_assert(sizeof(MatmulTiling) == 72, "MatmulTiling layout");
+static_assert(sizeof(DecodeTiling) == 48, "DecodeTiling layout");
+static_assert(sizeof(FlashTiling) == 104, "FlashTiling layout");
+#endif
+
 #endif /* IDEFICS3_KERNELS_TILING_H */

@@ -37,6 +37,8 @@ pub const ACL_ERROR_RT_MEMORY_ALLOCATION: i32 = 207001;
 pub const ACL_ERROR_RT_MEMORY_FREE: i32 = 207002;
 /// Internal simulator failure (a task of an unexpected kind failed).
 pub const ACL_ERROR_RT_INTERNAL_ERROR: i32 = 507000;
+/// aclrtSynchronizeStreamWithTimeout ran out of time.
+pub const ACL_ERROR_RT_STREAM_SYNC_TIMEOUT: i32 = 507046;
 /// An event used for elapsed time has not completed.
 pub const ACL_ERROR_RT_EVENT_NOT_COMPLETE: i32 = 507006;
 /// A copy or memset task failed while executing on the stream (e.g. its memory was freed meanwhile).

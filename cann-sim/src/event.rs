@@ -49,7 +49,7 @@ fn epoch() -> Instant {
 }
 
 fn lookup(call: &str, h: *mut c_void) -> Result<Arc<Event>, i32> {
-    let id = (h as u64).checked_sub(HANDLE_BASE).unwrap_or(0);
+    let id = crate::handle::id_of(h, HANDLE_BASE);
     lock(&EVENTS)
         .as_ref()
         .and_then(|m| m.get(&id).cloned())
@@ -80,7 +80,7 @@ unsafe fn create(call: &str, out: *mut *mut c_void) -> i32 {
         cv: Condvar::new(),
     });
     lock(&EVENTS).get_or_insert_with(HashMap::new).insert(id, e);
-    *out = (HANDLE_BASE + id) as *mut c_void;
+    *out = crate::handle::make(HANDLE_BASE, id);
     ACL_SUCCESS
 }
 

@@ -82,9 +82,7 @@ fn with<R>(f: impl FnOnce(&mut Tables) -> R) -> R {
     f(g.get_or_insert_with(Tables::default))
 }
 
-fn id_of(h: *mut c_void, base: u64) -> u64 {
-    (h as u64).checked_sub(base).unwrap_or(0)
-}
+use crate::handle::{id_of, make};
 
 fn dl_error() -> String {
     // SAFETY: dlerror returns NULL or a NUL-terminated string owned by libc.
@@ -178,7 +176,7 @@ pub unsafe extern "C" fn aclrtBinaryLoadFromFile(
         Ok(b) => {
             let id = NEXT.fetch_add(1, Ordering::Relaxed);
             with(|t| t.bins.insert(id, Arc::new(b)));
-            *bin_handle = (BIN_BASE + id) as *mut c_void;
+            *bin_handle = make(BIN_BASE, id);
             ACL_SUCCESS
         }
         Err((c, m)) => fail(call, c, m),
@@ -242,7 +240,7 @@ pub unsafe extern "C" fn aclrtBinaryGetFunction(
             }),
         )
     });
-    *func_handle = (FUNC_BASE + id) as *mut c_void;
+    *func_handle = make(FUNC_BASE, id);
     ACL_SUCCESS
 }
 
@@ -290,7 +288,7 @@ pub unsafe extern "C" fn aclrtKernelArgsInit(
             },
         )
     });
-    *args_handle = (ARGS_BASE + id) as *mut c_void;
+    *args_handle = make(ARGS_BASE, id);
     ACL_SUCCESS
 }
 
@@ -298,7 +296,7 @@ pub unsafe extern "C" fn aclrtKernelArgsInit(
 /// power of two up to 8 that divides the size (pointers and 64-bit scalars 8, int32/float 4, ...).
 pub fn natural_align(size: usize) -> usize {
     let mut a = 8;
-    while a > 1 && size % a != 0 {
+    while a > 1 && !size.is_multiple_of(a) {
         a /= 2;
     }
     a
@@ -345,7 +343,7 @@ pub unsafe extern "C" fn aclrtKernelArgsAppend(
     match r {
         Ok(off) => {
             if !param_handle.is_null() {
-                *param_handle = (PARAM_BASE + off as u64) as *mut c_void;
+                *param_handle = make(PARAM_BASE, off as u64);
             }
             ACL_SUCCESS
         }

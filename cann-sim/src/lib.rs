@@ -18,6 +18,7 @@ pub mod counters;
 pub mod errors;
 pub mod event;
 pub mod fault;
+pub mod handle;
 pub mod kernel;
 pub mod mem;
 pub mod runtime;

@@ -178,8 +178,9 @@ fn tear_down_device(when: &str) {
     report_leaks(when);
 }
 
+/// Writes the report at exit for a program that never reached aclFinalize (which writes it itself).
 extern "C" fn report_at_exit() {
-    let path = with(|rt| rt.config.report.clone());
+    let path = with(|rt| rt.config.report.clone().filter(|_| rt.initialized));
     if let Some(p) = path {
         counters::write_report(&p);
     }
@@ -411,7 +412,7 @@ pub unsafe extern "C" fn aclrtCreateContext(context: *mut *mut c_void, device_id
     match new_context(device_id, false) {
         Ok(c) => {
             CURRENT.with(|cur| cur.set(c.id));
-            *context = (CTX_HANDLE_BASE + c.id) as *mut c_void;
+            *context = crate::handle::make(CTX_HANDLE_BASE, c.id);
             ACL_SUCCESS
         }
         Err(m) => fail(call, ACL_ERROR_RT_INTERNAL_ERROR, m),
@@ -419,7 +420,7 @@ pub unsafe extern "C" fn aclrtCreateContext(context: *mut *mut c_void, device_id
 }
 
 fn lookup_context(call: &str, h: *mut c_void) -> Result<Arc<Context>, i32> {
-    let id = (h as u64).checked_sub(CTX_HANDLE_BASE).unwrap_or(0);
+    let id = crate::handle::id_of(h, CTX_HANDLE_BASE);
     with(|rt| rt.contexts.get(&id).cloned()).ok_or_else(|| {
         fail(
             call,
@@ -481,7 +482,7 @@ pub unsafe extern "C" fn aclrtGetCurrentContext(context: *mut *mut c_void) -> i3
     if context.is_null() {
         return fail(call, ACL_ERROR_INVALID_PARAM, "context is NULL");
     }
-    *context = (CTX_HANDLE_BASE + ctx.id) as *mut c_void;
+    *context = crate::handle::make(CTX_HANDLE_BASE, ctx.id);
     ACL_SUCCESS
 }
 

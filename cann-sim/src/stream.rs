@@ -123,8 +123,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static DELAY_US: AtomicU64 = AtomicU64::new(0);
 static STREAMS: Mutex<Option<HashMap<u64, Arc<Stream>>>> = Mutex::new(None);
 
-/// Handles are ids offset into a range no allocator returns, so a destroyed stream's handle is never reused.
-const HANDLE_BASE: u64 = 0x5354_0000_0000;
+/// Base of stream handles (see [`crate::handle`]).
+pub const HANDLE_BASE: u64 = 0x5354_0000_0000;
 
 /// Sets the delay every task sleeps before it runs (`CANN_SIM_DELAY_US`).
 pub fn set_delay_us(us: u64) {
@@ -231,6 +231,24 @@ impl Stream {
         }
     }
 
+    /// Like [`Stream::wait_for`] but gives up after `limit`; true when the item has run.
+    pub fn wait_for_until(&self, seq: u64, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        let mut st = lock(&self.state);
+        while st.done < seq {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
     /// Blocks until everything enqueued so far has run.
     pub fn wait_idle(&self) {
         let target = lock(&self.state).enqueued;
@@ -274,7 +292,7 @@ impl Stream {
 
     /// The C handle of this stream.
     pub fn handle(&self) -> *mut c_void {
-        (HANDLE_BASE + self.id) as *mut c_void
+        crate::handle::make(HANDLE_BASE, self.id)
     }
 }
 
@@ -285,9 +303,8 @@ pub fn resolve(call: &str, handle: *mut c_void) -> Result<Arc<Stream>, i32> {
         return Ok(Arc::clone(&ctx.default_stream));
     }
     let h = handle as u64;
-    let found = h
-        .checked_sub(HANDLE_BASE)
-        .and_then(|id| lock(&STREAMS).as_ref().and_then(|m| m.get(&id).cloned()));
+    let id = crate::handle::id_of(handle, HANDLE_BASE);
+    let found = lock(&STREAMS).as_ref().and_then(|m| m.get(&id).cloned());
     found.ok_or_else(|| {
         fail(
             call,
@@ -381,6 +398,39 @@ pub unsafe extern "C" fn aclrtDestroyStream(stream: *mut c_void) -> i32 {
         Some((code, msg)) => fail(call, code, msg),
         None => ACL_SUCCESS,
     }
+}
+
+/// aclrtSynchronizeStreamWithTimeout: as aclrtSynchronizeStream, waiting at most `timeout` ms (-1: no
+/// limit); when the time runs out it returns ACL_ERROR_RT_STREAM_SYNC_TIMEOUT and the work keeps running.
+#[no_mangle]
+pub unsafe extern "C" fn aclrtSynchronizeStreamWithTimeout(
+    stream: *mut c_void,
+    timeout: i32,
+) -> i32 {
+    let call = "aclrtSynchronizeStreamWithTimeout";
+    let s = match resolve(call, stream) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if timeout == -1 {
+        return s.synchronize(call);
+    }
+    if timeout <= 0 {
+        return fail(
+            call,
+            ACL_ERROR_INVALID_PARAM,
+            format!("timeout {timeout} ms: must be -1 or positive"),
+        );
+    }
+    let target = lock(&s.state).enqueued;
+    if !s.wait_for_until(target, Duration::from_millis(timeout as u64)) {
+        return fail(
+            call,
+            ACL_ERROR_RT_STREAM_SYNC_TIMEOUT,
+            format!("stream {} still busy after {timeout} ms", s.id),
+        );
+    }
+    s.synchronize(call)
 }
 
 /// aclrtSynchronizeStream: blocks until the stream's work is done; reports its sticky error.

@@ -374,3 +374,22 @@ fn a_failing_task_becomes_the_stream_error() {
         recent()
     );
 }
+
+#[test]
+fn injected_fault_is_returned_by_phase_two_once() {
+    let dev = setup();
+    let (x, y) = (tensor(&[1.0, -1.0], &[2], F32), zeros(&[2], F32));
+    cann_sim::fault::inject("aclnnSilu", 1, 361001);
+    let go = || {
+        let (mut ws, mut ex) = (0u64, null_mut());
+        let rc = unsafe {
+            cann_sim::aclnn::activation::aclnnSiluGetWorkspaceSize(x.h, y.h, &mut ws, &mut ex)
+        };
+        assert_eq!(rc, 0, "{}", recent());
+        run(&dev, ws, ex, cann_sim::aclnn::activation::aclnnSilu)
+    };
+    let (rc, _) = go();
+    fails(rc, 361001, "fault injected");
+    assert_eq!(go(), (0, 0), "the fault fires once");
+    assert!((y.storage()[0] - 1.0 / (1.0 + (-1.0f64).exp())).abs() < 1e-6);
+}

@@ -8,6 +8,11 @@
  * hicann/opbase, hicann/ops-nn 9.1.0, hicann/ops-math, hicann/ops-transformer 8.5.0), whose ACL runtime
  * headers are the ones shipped in the torch-npu 2.14.0 wheel (ACL_MAJOR/MINOR/PATCH 1.17.0).
  * Document paths below are relative to those repositories.
+ * Checked by scripts/cann_conformance.sh against torch-npu 2.14.0's ACL headers; the nnopbase and aclnn
+ * declarations were also compiled (C++) against the public op_api headers of hicann/opbase, ops-nn
+ * (e5c3fa93), ops-math (c4193324) and ops-transformer (c29bc106) of 2026-08 laid out as a toolkit
+ * include tree, except RmsNorm and SwiGlu, whose headers are generated at build time and were checked
+ * against their documents only.
  *
  * Valid C11 and C++. It may be combined with Huawei's own headers in one translation unit as long as
  * those come FIRST: the enumerations and constants that they also define are skipped when their

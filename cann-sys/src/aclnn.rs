@@ -83,7 +83,7 @@ fn plan(
 /// One complete aclnn call on `stream`: phase 1 through `phase1`, workspace from `workspace`, phase 2
 /// through `run`. `name` is the operator's C name (e.g. "aclnnMm"), used in errors.
 ///
-/// ```ignore
+/// ```text
 /// let api = cann_sys::api()?;
 /// let mm = api.aclnnMmGetWorkspaceSize.get()?;
 /// aclnn::call("aclnnMm", api.aclnnMm.get()?, &mut ws, &stream, |size, exec| unsafe {

@@ -105,7 +105,6 @@ api_table! {
         aclrtCreateStream: cann_pfn_aclrtCreateStream,
         aclrtCreateStreamWithConfig: cann_pfn_aclrtCreateStreamWithConfig,
         aclrtSynchronizeStream: cann_pfn_aclrtSynchronizeStream,
-        aclrtSynchronizeStreamWithTimeout: cann_pfn_aclrtSynchronizeStreamWithTimeout,
         aclrtDestroyStream: cann_pfn_aclrtDestroyStream,
         aclrtStreamWaitEvent: cann_pfn_aclrtStreamWaitEvent,
         aclrtCreateEvent: cann_pfn_aclrtCreateEvent,
@@ -136,6 +135,7 @@ api_table! {
         aclDestroyAclOpExecutor: cann_pfn_aclDestroyAclOpExecutor,
     }
     optional {
+        aclrtSynchronizeStreamWithTimeout: cann_pfn_aclrtSynchronizeStreamWithTimeout,
         aclrtMallocAlign32: cann_pfn_aclrtMallocAlign32,
         aclCreateFloatArray: cann_pfn_aclCreateFloatArray,
         aclCreateBoolArray: cann_pfn_aclCreateBoolArray,

@@ -67,9 +67,9 @@ impl Stream {
 
     /// As [`Stream::synchronize`], giving up after `timeout_ms` milliseconds (-1: no limit).
     pub fn synchronize_timeout(&self, timeout_ms: i32) -> Result<()> {
+        let sync = self.ctx.api.aclrtSynchronizeStreamWithTimeout.get()?;
         // SAFETY: live stream.
-        let status =
-            unsafe { (self.ctx.api.aclrtSynchronizeStreamWithTimeout)(self.raw, timeout_ms) };
+        let status = unsafe { sync(self.raw, timeout_ms) };
         check(self.ctx.api, "aclrtSynchronizeStreamWithTimeout", status)
     }
 

@@ -88,11 +88,13 @@ struct BlockShared {
   int waiting_on[3] = {-1, -1, -1};  // flag each core waits for, -1 when running
   int cores = 0;
   bool has_cube = false;
+  bool synced = false;  // a cross-core flag was set: its cores' writes are ordered by the flags
 };
 
 struct WriteRange {
   uint64_t begin, end;
   int core;  // global core number in the launch
+  int block;
 };
 
 /// State shared by all cores of one launch.

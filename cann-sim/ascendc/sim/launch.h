@@ -121,7 +121,7 @@ inline void run_core(LaunchState &ls, BlockShared &bs, const KernelEntry &e, Cor
   }
   {
     std::lock_guard<std::mutex> g(ls.mu);
-    for (auto &w : c.writes) ls.writes.push_back({w.first, w.second, gid});
+    for (auto &w : c.writes) ls.writes.push_back({w.first, w.second, gid, block});
   }
   {
     std::lock_guard<std::mutex> g(bs.mu);
@@ -131,12 +131,18 @@ inline void run_core(LaunchState &ls, BlockShared &bs, const KernelEntry &e, Cor
   tl_core = nullptr;
 }
 
+inline int far_block(const WriteRange *w) { return w ? w->block : -1; }
+
+/// Overlapping global writes from different cores (atomic-add writes are not recorded).
 inline std::string check_overlaps(LaunchState &ls) {
   auto &w = ls.writes;
   std::sort(w.begin(), w.end(), [](const WriteRange &a, const WriteRange &b) { return a.begin < b.begin; });
   const WriteRange *far = nullptr;
   for (const WriteRange &r : w) {
-    if (far && r.begin < far->end && r.core != far->core)
+    // Cores of one block that exchange cross-core flags may reuse a workspace in turn (ordered by the
+    // flags, which this check does not follow); cores of different blocks never synchronise here.
+    bool ordered = r.block == far_block(far) && ls.blocks[r.block]->synced;
+    if (far && r.begin < far->end && r.core != far->core && !ordered)
       return fmt("kernel ", ls.kernel, ": overlapping global-memory writes from different cores: ",
                  ls.core_names[far->core], " wrote [0x", std::hex, far->begin, ", 0x", far->end, ") and ",
                  ls.core_names[r.core], " wrote [0x", r.begin, ", 0x", r.end, std::dec,

@@ -64,6 +64,7 @@ inline void cross_set(int mode, int flag) {
   if (mode == 0) fail("CrossCoreSetFlag", "mode 0 (all cores of the launch) is not supported by the CPU runtime");
   BlockShared &b = *c.block;
   std::lock_guard<std::mutex> g(b.mu);
+  b.synced = true;
   auto bump = [&](int dst) {
     int &p = b.pending[dst][flag][c.slot];
     if (p >= 15)

@@ -150,6 +150,8 @@ int main(int argc, char **argv) {
       {1, 8, 1, 64, 129, 129, 1, true, false, true, 0},
       // causal + key mask, bf16, d=80
       {2, 2, 1, 80, 40, 300, 0, true, true, false, 260},
+      // one SigLIP tile of Idefics3-8B (676 patches, head dim 72), four of its 16 heads
+      {1, 4, 4, 72, 676, 676, 0, false, false, false},
   };
   for (const Case &c : cases) run_case(bin, c, rng);
   return finish("flash_attention");

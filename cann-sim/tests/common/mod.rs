@@ -108,12 +108,23 @@ pub fn counters() -> serde_json::Value {
     // SAFETY: NULL buffer asks only for the size.
     let rc = unsafe { cann_sim::counters::cannSimCounters(null_mut(), 0, &mut need) };
     assert_eq!(rc, 100000);
-    let mut buf = vec![0u8; need];
-    // SAFETY: buffer of `need` bytes.
-    let rc = unsafe {
-        cann_sim::counters::cannSimCounters(buf.as_mut_ptr() as *mut _, buf.len(), &mut need)
-    };
-    assert_eq!(rc, 0, "{}", recent());
+    // Other tests run concurrently and the text may grow between the calls: leave room, retry if needed.
+    let mut buf = vec![0u8; need + 4096];
+    loop {
+        // SAFETY: buffer of `buf.len()` bytes.
+        let rc = unsafe {
+            cann_sim::counters::cannSimCounters(buf.as_mut_ptr() as *mut _, buf.len(), &mut need)
+        };
+        if rc == 0 {
+            break;
+        }
+        assert!(
+            need > buf.len(),
+            "cannSimCounters failed with room to spare: {}",
+            recent()
+        );
+        buf.resize(need + 4096, 0);
+    }
     let s = CStr::from_bytes_until_nul(&buf)
         .expect("NUL-terminated")
         .to_str()
@@ -123,7 +134,7 @@ pub fn counters() -> serde_json::Value {
 
 /// The counters object of stream handle `s`.
 pub fn stream_counters(s: *mut c_void) -> serde_json::Value {
-    let id = s as u64 - 0x5354_0000_0000;
+    let id = cann_sim::handle::id_of(s, cann_sim::stream::HANDLE_BASE);
     counters()["streams"]
         .as_array()
         .expect("streams array")
