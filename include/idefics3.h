@@ -28,17 +28,25 @@ extern "C" {
 #define IDEFICS3_ERR_MODEL 5            /* the checkpoint is invalid (configuration, weights, tokenizer files) */
 #define IDEFICS3_ERR_INPUT 6            /* the request cannot be processed (image, image count, prompt, chat, context) */
 #define IDEFICS3_ERR_INTERNAL 7         /* an internal error; the call was abandoned safely */
+#define IDEFICS3_ERR_DEVICE 8           /* the device backend failed or is unavailable (runtime missing, device call) */
 
 /* Activation precision for Idefics3LoadOptions.dtype. */
 #define IDEFICS3_DTYPE_DEFAULT 0 /* bf16 */
 #define IDEFICS3_DTYPE_F32 1     /* f32: the exact reference */
 #define IDEFICS3_DTYPE_BF16 2    /* bf16, as transformers in bfloat16 */
+#define IDEFICS3_DTYPE_F16 3     /* IEEE half, as transformers in float16 */
+
+/* Backend for Idefics3LoadOptions.backend. */
+#define IDEFICS3_BACKEND_CPU 0    /* the CPU (default) */
+#define IDEFICS3_BACKEND_ASCEND 1 /* an Ascend NPU through the CANN runtime, loaded at run time */
 
 typedef struct Idefics3Model Idefics3Model;
 
 typedef struct Idefics3LoadOptions {
   uint32_t dtype;   /* IDEFICS3_DTYPE_* */
-  uint32_t threads; /* worker threads; 0: one per core */
+  uint32_t threads; /* worker threads of the CPU backend; 0: one per core */
+  uint32_t backend; /* IDEFICS3_BACKEND_*; 0: the CPU */
+  uint32_t device;  /* device number for the Ascend backend; 0: the first */
 } Idefics3LoadOptions;
 
 typedef struct Idefics3Image {

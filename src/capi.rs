@@ -8,7 +8,7 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use crate::backend::ActDtype;
+use crate::backend::{ActDtype, BackendKind};
 use crate::engine::{Conversation, Engine, EngineOptions};
 use crate::error::Error;
 use crate::processor::image::{decode_image, load_image_file, RgbImage};
@@ -29,6 +29,13 @@ pub const IDEFICS3_ERR_MODEL: i32 = 5;
 pub const IDEFICS3_ERR_INPUT: i32 = 6;
 /// An internal error (a bug): the call was abandoned safely.
 pub const IDEFICS3_ERR_INTERNAL: i32 = 7;
+/// The device backend failed or is unavailable (runtime missing, device call failed, not supported).
+pub const IDEFICS3_ERR_DEVICE: i32 = 8;
+
+/// Backend for [`Idefics3LoadOptions::backend`]: the CPU (the default).
+pub const IDEFICS3_BACKEND_CPU: u32 = 0;
+/// An Ascend NPU through the CANN runtime.
+pub const IDEFICS3_BACKEND_ASCEND: u32 = 1;
 
 /// Activation precision for [`Idefics3LoadOptions::dtype`]: the default (bf16).
 pub const IDEFICS3_DTYPE_DEFAULT: u32 = 0;
@@ -36,6 +43,8 @@ pub const IDEFICS3_DTYPE_DEFAULT: u32 = 0;
 pub const IDEFICS3_DTYPE_F32: u32 = 1;
 /// bf16 activations, as transformers in bfloat16.
 pub const IDEFICS3_DTYPE_BF16: u32 = 2;
+/// IEEE half activations, as transformers in float16.
+pub const IDEFICS3_DTYPE_F16: u32 = 3;
 
 /// How to load a model; zero fields mean defaults.
 #[repr(C)]
@@ -43,8 +52,12 @@ pub const IDEFICS3_DTYPE_BF16: u32 = 2;
 pub struct Idefics3LoadOptions {
     /// `IDEFICS3_DTYPE_*`.
     pub dtype: u32,
-    /// Worker threads; 0: one per core.
+    /// Worker threads of the CPU backend; 0: one per core.
     pub threads: u32,
+    /// `IDEFICS3_BACKEND_*`; 0: the CPU.
+    pub backend: u32,
+    /// Device number for the Ascend backend; 0: the first.
+    pub device: u32,
 }
 
 /// One image: a file path, encoded bytes in memory, or raw RGB8 pixels (the first one set is used).
@@ -122,6 +135,9 @@ fn code_of(e: &Error) -> i32 {
         | Error::Safetensors { .. }
         | Error::Tensor { .. } => IDEFICS3_ERR_MODEL,
         Error::Input(_) => IDEFICS3_ERR_INPUT,
+        // Inconsistent operands reaching an op are a bug of the engine, not of the request.
+        Error::Op { .. } => IDEFICS3_ERR_INTERNAL,
+        Error::Device { .. } | Error::Unsupported(_) => IDEFICS3_ERR_DEVICE,
     }
 }
 
@@ -186,6 +202,7 @@ pub unsafe extern "C" fn idefics3_model_load(
         let dtype = match opts.dtype {
             IDEFICS3_DTYPE_DEFAULT | IDEFICS3_DTYPE_BF16 => ActDtype::Bf16,
             IDEFICS3_DTYPE_F32 => ActDtype::F32,
+            IDEFICS3_DTYPE_F16 => ActDtype::F16,
             other => {
                 return fail(
                     IDEFICS3_ERR_INVALID_ARGUMENT,
@@ -194,7 +211,23 @@ pub unsafe extern "C" fn idefics3_model_load(
             }
         };
         let threads = (opts.threads > 0).then_some(opts.threads as usize);
-        match Engine::load(Path::new(dir), EngineOptions { dtype, threads }) {
+        let backend = match opts.backend {
+            IDEFICS3_BACKEND_CPU => BackendKind::Cpu,
+            IDEFICS3_BACKEND_ASCEND => BackendKind::Ascend,
+            other => {
+                return fail(
+                    IDEFICS3_ERR_INVALID_ARGUMENT,
+                    format!("options.backend {other} is not an IDEFICS3_BACKEND_* value"),
+                )
+            }
+        };
+        let opts = EngineOptions {
+            dtype,
+            threads,
+            backend,
+            device: opts.device,
+        };
+        match Engine::load(Path::new(dir), opts) {
             Ok(engine) => {
                 *out_model = Box::into_raw(Box::new(Idefics3Model { engine }));
                 IDEFICS3_OK

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::backend::{cpu::CpuBackend, ActDtype};
+use crate::backend::{ascend::AscendDevice, cpu::CpuBackend, ActDtype, BackendKind};
 use crate::config::GenerationConfig;
 use crate::error::{Error, Result};
 use crate::generate::{generate, SamplingParams, StopReason, Timings};
@@ -18,8 +18,12 @@ use crate::processor::{prompt, stream::TextStream, Encoded, Processor, RgbImage}
 pub struct EngineOptions {
     /// Activation precision.
     pub dtype: ActDtype,
-    /// Worker threads (`None`: one per core).
+    /// Worker threads of the CPU backend (`None`: one per core).
     pub threads: Option<usize>,
+    /// The device the model runs on.
+    pub backend: BackendKind,
+    /// Device number for [`BackendKind::Ascend`] (must be 0 on the CPU).
+    pub device: u32,
 }
 
 impl Default for EngineOptions {
@@ -27,6 +31,34 @@ impl Default for EngineOptions {
         EngineOptions {
             dtype: ActDtype::Bf16,
             threads: None,
+            backend: BackendKind::Cpu,
+            device: 0,
+        }
+    }
+}
+
+/// Loads a checkpoint's model on the backend `opts` chooses. The device is opened first, so that a
+/// missing runtime or a bad device fails before any weight is read.
+pub fn load_model(dir: &Path, opts: &EngineOptions) -> Result<Idefics3<CpuBackend>> {
+    match opts.backend {
+        BackendKind::Cpu => {
+            if opts.device != 0 {
+                return Err(Error::input(format!(
+                    "device {} was asked for, but the CPU backend has no devices to choose (the device \
+                     number applies to the ascend backend)",
+                    opts.device
+                )));
+            }
+            Idefics3::load(dir, CpuBackend::new(opts.dtype, opts.threads)?)
+        }
+        BackendKind::Ascend => {
+            let dev = AscendDevice::open(opts.device)?;
+            Err(Error::Unsupported(format!(
+                "the Ascend runtime loaded and device {} ({}) opened, but the Ascend backend's op set \
+                 is not implemented yet; use --backend cpu",
+                dev.device(),
+                dev.soc()
+            )))
         }
     }
 }
@@ -67,7 +99,7 @@ pub struct Engine {
 impl Engine {
     /// Loads a checkpoint directory (config, weights, tokenizer, processor files).
     pub fn load(dir: &Path, opts: EngineOptions) -> Result<Self> {
-        let model = Idefics3::load(dir, CpuBackend::new(opts.dtype, opts.threads)?)?;
+        let model = load_model(dir, &opts)?;
         let processor = Processor::load(dir, model.config())?;
         let generation = GenerationConfig::from_dir(dir)?;
         let mut stop_ids = if generation.eos_token_ids.is_empty() {

@@ -51,6 +51,29 @@ pub enum Error {
     /// The inputs handed to the model are inconsistent.
     #[error("invalid input: {0}")]
     Input(String),
+    /// The Ascend runtime is missing or one of its calls failed; `cause` names the library and the
+    /// places looked, or the call, its status and the runtime's message.
+    #[error("Ascend device {device}: {cause}")]
+    Device {
+        /// The device number asked for.
+        device: u32,
+        /// cann-sys's error.
+        cause: cann_sys::Error,
+    },
+    /// The chosen backend cannot run this yet.
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    /// A backend op was handed operands it cannot combine (mismatched shapes, an index out of
+    /// range): a bug in the code calling it, reported instead of a panic.
+    #[error("{backend} backend, op `{op}`: {message}")]
+    Op {
+        /// The backend's name.
+        backend: &'static str,
+        /// The op of [`crate::backend::Backend`].
+        op: &'static str,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl Error {

@@ -255,7 +255,7 @@ pub fn generate<B: Backend>(
     }
     let start = Instant::now();
     let budget = params.max_new_tokens.min(context - ids.len());
-    let mut cache = model.new_cache(ids.len() + budget);
+    let mut cache = model.new_cache(ids.len() + budget)?;
     let pre = model.prefill(ids, pixels, &mut cache, false)?;
     let mut timings = Timings {
         vision_s: pre.vision_s,
@@ -263,7 +263,10 @@ pub fn generate<B: Backend>(
         ..Default::default()
     };
     let mut sampler = Sampler::new(params.clone(), model.config().text.vocab_size, ids);
+    // Plain greedy decoding needs no logits on the host: the backend picks the token.
+    let on_device = params.temperature == 0.0 && params.repetition_penalty == 1.0;
     let mut logits = pre.logits;
+    let mut chosen: Option<u32> = None;
     let mut out = Vec::with_capacity(budget);
     let mut decode_start = None;
     let stop = loop {
@@ -273,7 +276,10 @@ pub fn generate<B: Backend>(
         if out.len() == budget {
             break StopReason::ContextFull;
         }
-        let next = sampler.next(&mut logits);
+        let next = match chosen.take() {
+            Some(id) => id,
+            None => sampler.next(&mut logits),
+        };
         out.push(next);
         if out.len() == 1 {
             timings.ttft_s = start.elapsed().as_secs_f64();
@@ -286,7 +292,11 @@ pub fn generate<B: Backend>(
             break StopReason::EndOfSequence;
         }
         if out.len() < budget && out.len() < params.max_new_tokens {
-            logits = model.decode_step(next, &mut cache)?;
+            if on_device {
+                chosen = Some(model.decode_step_greedy(next, &mut cache)?);
+            } else {
+                logits = model.decode_step(next, &mut cache)?;
+            }
         }
     };
     timings.decode_s = decode_start.map_or(0.0, |t| t.elapsed().as_secs_f64());
@@ -317,7 +327,7 @@ pub fn greedy<B: Backend>(
     n: usize,
     all_logits: bool,
 ) -> Result<GreedyOutput> {
-    let mut cache = model.new_cache(ids.len() + n);
+    let mut cache = model.new_cache(ids.len() + n)?;
     let pre = model.prefill(ids, pixels, &mut cache, all_logits)?;
     let vocab = model.config().text.vocab_size;
     let last = pre.logits[pre.logits.len() - vocab..].to_vec();

@@ -6,13 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use idefics3::backend::{cpu::CpuBackend, ActDtype};
+use idefics3::backend::{ActDtype, BackendKind};
 use idefics3::config::ModelConfig;
-use idefics3::engine::{Conversation, Engine, EngineOptions};
+use idefics3::engine::{load_model, Conversation, Engine, EngineOptions};
 use idefics3::error::Error;
 use idefics3::generate::greedy;
 use idefics3::hub::resolve_model;
-use idefics3::model::Idefics3;
 use idefics3::processor::{image::load_image_file, prompt, Processor, RgbImage};
 use idefics3::tensor_io::{read_inputs, write_tensors, OutTensor};
 
@@ -62,15 +61,39 @@ struct BenchArgs {
     /// Unmeasured runs first.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
-    /// Activation precision.
+    /// Activation precision: bf16, fp16 or f32.
     #[arg(long, default_value = "bf16")]
     dtype: ActDtype,
-    /// Worker threads (default: one per core).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// Where the model runs.
+#[derive(Args)]
+struct DeviceArgs {
+    /// The device: cpu, or ascend (an NPU through the CANN runtime, loaded at run time).
+    #[arg(long, default_value = "cpu")]
+    backend: BackendKind,
+    /// Device number for --backend ascend.
+    #[arg(long, default_value_t = 0)]
+    device: u32,
+    /// Worker threads of the CPU backend (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl DeviceArgs {
+    fn options(&self, dtype: ActDtype) -> EngineOptions {
+        EngineOptions {
+            dtype,
+            threads: self.threads,
+            backend: self.backend,
+            device: self.device,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -105,12 +128,11 @@ struct GenerateArgs {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Activation precision.
+    /// Activation precision: bf16, fp16 or f32.
     #[arg(long, default_value = "bf16")]
     dtype: ActDtype,
-    /// Worker threads (default: one per core).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Print one JSON object (text, token ids, timings) instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -145,15 +167,15 @@ struct ForwardArgs {
     /// given, and generated_ids [N] i64 with --greedy.
     #[arg(long)]
     out: PathBuf,
-    /// Activation precision: f32 (exact reference) or bf16 (rounded as transformers in bfloat16).
+    /// Activation precision: f32 (exact reference), bf16 or fp16 (rounded as transformers in
+    /// bfloat16 / float16).
     #[arg(long, default_value = "f32")]
     dtype: ActDtype,
     /// Also generate N greedy tokens (end-of-sequence does not stop it).
     #[arg(long)]
     greedy: Option<usize>,
-    /// Worker threads (default: one per core).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 fn main() -> ExitCode {
@@ -195,13 +217,7 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
     };
     let images = load_images(&a.images)?;
     let dir = resolve_model(&a.model)?;
-    let engine = Engine::load(
-        &dir,
-        EngineOptions {
-            dtype: a.dtype,
-            threads: a.threads,
-        },
-    )?;
+    let engine = Engine::load(&dir, a.device.options(a.dtype))?;
     let mut params = engine.default_params();
     if let Some(n) = a.max_new_tokens {
         params.max_new_tokens = n;
@@ -310,7 +326,7 @@ fn run_preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
 
 fn run_forward(a: ForwardArgs) -> anyhow::Result<()> {
     let inputs = read_inputs(&a.inputs)?;
-    let model = Idefics3::load(&a.model, CpuBackend::new(a.dtype, a.threads)?)?;
+    let model = load_model(&a.model, &a.device.options(a.dtype))?;
     let n_new = a.greedy.unwrap_or(0);
     let res = greedy(
         &model,
@@ -353,13 +369,7 @@ fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
     }
     let dir = resolve_model(&a.model)?;
     let t = std::time::Instant::now();
-    let engine = Engine::load(
-        &dir,
-        EngineOptions {
-            dtype: a.dtype,
-            threads: a.threads,
-        },
-    )?;
+    let engine = Engine::load(&dir, a.device.options(a.dtype))?;
     let load_s = t.elapsed().as_secs_f64();
     let spec = idefics3::bench::BenchSpec {
         images: a.images.clone(),
@@ -370,10 +380,7 @@ fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
     };
     let threads = engine.model().backend().threads();
     let r = idefics3::bench::run(&engine, load_s, &spec)?;
-    let dtype = match a.dtype {
-        ActDtype::F32 => "f32",
-        ActDtype::Bf16 => "bf16",
-    };
+    let dtype = a.dtype.as_str();
     let isa = format!("{:?}", idefics3::backend::cpu::matmul::best_isa());
     if a.json {
         let mut v = serde_json::to_value(&r)?;

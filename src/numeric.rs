@@ -14,6 +14,13 @@ pub fn round_bf16(x: f32) -> f32 {
     f32::from_bits(r & 0xffff_0000)
 }
 
+/// Rounds an f32 to the nearest IEEE half (ties to even; overflow to ±∞, tiny values to subnormals or
+/// zero) and returns it widened back to f32, as `tensor.to(torch.float16)` does.
+#[inline(always)]
+pub fn round_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
 /// Widens a bfloat16 bit pattern.
 #[inline(always)]
 pub fn bf16_to_f32(bits: u16) -> f32 {
@@ -72,5 +79,18 @@ mod tests {
         for x in [0.1f32, -3.7, 1e-30, 6.5e4, 123456.79] {
             assert_eq!(round_bf16(x), half::bf16::from_f32(x).to_f32());
         }
+    }
+
+    #[test]
+    fn f16_rounding_is_nearest_even_with_half_range() {
+        // 1 + 2^-11 is halfway between 1 and 1 + 2^-10: ties go to the even mantissa.
+        assert_eq!(round_f16(1.0 + 1.0 / 2048.0), 1.0);
+        assert_eq!(round_f16(1.0 + 3.0 / 2048.0), 1.0 + 2.0 / 1024.0);
+        assert_eq!(round_f16(65504.0), 65504.0);
+        assert_eq!(round_f16(65520.0), f32::INFINITY);
+        // The smallest subnormal is 2^-24; half of it rounds to zero (even).
+        assert_eq!(round_f16(2f32.powi(-24)), 2f32.powi(-24));
+        assert_eq!(round_f16(2f32.powi(-25)), 0.0);
+        assert!(round_f16(f32::NAN).is_nan());
     }
 }

@@ -100,16 +100,23 @@ fn cached_case(
         scale: (hd as f32).powf(-0.5),
         mask: AttentionMask::Causal { offset },
     };
-    let mut kc = b.cache_new(kv_heads * hd, keys);
-    let mut vc = b.cache_new(kv_heads * hd, keys);
+    let mut kc = b.cache_new(kv_heads * hd, keys).unwrap();
+    let mut vc = b.cache_new(kv_heads * hd, keys).unwrap();
     // Filled in two appends, as a prefill and a decode step would.
     let kvw = kv_heads * hd;
-    b.cache_append(&mut kc, &b.upload(&k[..offset * kvw], offset, kvw));
-    b.cache_append(&mut kc, &b.upload(&k[offset * kvw..], rows, kvw));
-    b.cache_append(&mut vc, &b.upload(&v[..offset * kvw], offset, kvw));
-    b.cache_append(&mut vc, &b.upload(&v[offset * kvw..], rows, kvw));
-    let qt = b.upload(&q, rows, heads * hd);
-    let got = b.download(&b.cached_attention(&qt, &kc, &vc, &p));
+    let up = |x: &[f32], r| b.upload(x, r, kvw).unwrap();
+    b.cache_append(&mut kc, &up(&k[..offset * kvw], offset))
+        .unwrap();
+    b.cache_append(&mut kc, &up(&k[offset * kvw..], rows))
+        .unwrap();
+    b.cache_append(&mut vc, &up(&v[..offset * kvw], offset))
+        .unwrap();
+    b.cache_append(&mut vc, &up(&v[offset * kvw..], rows))
+        .unwrap();
+    let qt = b.upload(&q, rows, heads * hd).unwrap();
+    let got = b
+        .download(&b.cached_attention(&qt, &kc, &vc, &p).unwrap())
+        .unwrap();
     let want = reference(&q, &k, &v, &p, rows, keys, |i, j| j <= offset + i);
     (got, want)
 }
@@ -203,13 +210,18 @@ fn bidirectional_attention_honours_the_key_mask_on_both_paths() {
             },
         };
         let b = CpuBackend::new(ActDtype::F32, Some(2)).unwrap();
-        let t = |x: &[f32], c| b.upload(x, n, c);
-        let got = b.download(&b.attention(
-            &t(&q, heads * hd),
-            &t(&k, kv_heads * hd),
-            &t(&v, kv_heads * hd),
-            &p,
-        ));
+        let t = |x: &[f32], c| b.upload(x, n, c).unwrap();
+        let got = b
+            .download(
+                &b.attention(
+                    &t(&q, heads * hd),
+                    &t(&k, kv_heads * hd),
+                    &t(&v, kv_heads * hd),
+                    &p,
+                )
+                .unwrap(),
+            )
+            .unwrap();
         let want = reference(&q, &k, &v, &p, n, n, |i, j| {
             i / seq_len == j / seq_len && valid[j]
         });

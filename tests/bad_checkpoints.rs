@@ -194,7 +194,7 @@ fn image_token_count_must_match_the_features() {
     let img = model.config().image_token_id;
     let pos = inputs.input_ids.iter().position(|&t| t == img).unwrap();
     inputs.input_ids.remove(pos);
-    let mut cache = model.new_cache(inputs.input_ids.len());
+    let mut cache = model.new_cache(inputs.input_ids.len()).unwrap();
     let e = model
         .prefill(&inputs.input_ids, inputs.pixels.as_ref(), &mut cache, false)
         .err()
@@ -204,7 +204,7 @@ fn image_token_count_must_match_the_features() {
     assert!(e.contains("47") && e.contains("48"), "{e}");
 
     let e = model
-        .prefill(&[0, 5000], None, &mut model.new_cache(2), false)
+        .prefill(&[0, 5000], None, &mut model.new_cache(2).unwrap(), false)
         .err()
         .unwrap()
         .to_string();

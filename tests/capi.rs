@@ -86,6 +86,7 @@ fn expected() -> Vec<(String, String)> {
         EngineOptions {
             dtype: ActDtype::F32,
             threads: Some(2),
+            ..EngineOptions::default()
         },
     )
     .unwrap();

@@ -373,3 +373,89 @@ fn model_ids_come_from_the_cache_or_fail_clearly_offline() {
     let out = run("./no/such/dir");
     assert_clean_failure(&out, "no such model directory");
 }
+
+/// Without a CANN runtime (none is installed here; the search variables are cleared so that none is
+/// found), `--backend ascend` fails at once on generate, forward and bench with the loader's error:
+/// the library it wants and the places it looked. A bad backend name or a device number on the CPU
+/// is an error naming the flag's value.
+#[test]
+fn ascend_backend_without_a_runtime_fails_with_the_loaders_error() {
+    let model = root().join("smolvlm_style");
+    let inputs = common::fixture("idefics3_like").join("inputs.safetensors");
+    let tmp = tempfile::tempdir().unwrap();
+    let out_file = tmp.path().join("out.safetensors");
+    let runs: [Vec<&str>; 3] = [
+        vec!["generate", "--model", s(&model), "--prompt", "Hi"],
+        vec![
+            "forward",
+            "--model",
+            s(&model),
+            "--inputs",
+            s(&inputs),
+            "--out",
+            s(&out_file),
+        ],
+        vec!["bench", "--model", s(&model), "--prompt", "Hi"],
+    ];
+    for args in runs {
+        let mut all = args.clone();
+        all.extend(["--backend", "ascend", "--device", "0"]);
+        let started = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_idefics3"))
+            .args(&all)
+            .env("HF_HUB_OFFLINE", "1")
+            .env_remove("IDEFICS3_ASCEND_LIBS")
+            .env_remove("ASCEND_TOOLKIT_HOME")
+            .env_remove("ASCEND_HOME_PATH")
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .unwrap();
+        assert_clean_failure(&out, "Ascend device 0: CANN runtime not available");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("libascendcl.so") && err.contains("looked in"),
+            "{}: {err}",
+            args[0]
+        );
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "{}: took {:?}",
+            args[0],
+            started.elapsed()
+        );
+        assert!(!out_file.exists(), "forward wrote a file");
+    }
+    let out = idefics3(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--prompt",
+        "Hi",
+        "--backend",
+        "tpu",
+    ]);
+    assert_clean_failure(&out, "unknown backend \"tpu\"; expected cpu or ascend");
+    let out = idefics3(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--prompt",
+        "Hi",
+        "--device",
+        "1",
+    ]);
+    assert_clean_failure(
+        &out,
+        "device 1 was asked for, but the CPU backend has no devices",
+    );
+    let out = idefics3(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--prompt",
+        "Hi",
+        "--dtype",
+        "half",
+    ]);
+    assert_clean_failure(&out, "expected f32, bf16 or fp16");
+}

@@ -284,11 +284,11 @@ fn thread_counts_give_identical_bits() {
     // The same op on 1 and 2 threads gives identical bits (tiles never split a dot product).
     let one = CpuBackend::new(ActDtype::F32, Some(1)).unwrap();
     let two = CpuBackend::new(ActDtype::F32, Some(2)).unwrap();
-    let t1 = one.upload(&x, 9, 96);
-    let t2 = two.upload(&x, 9, 96);
+    let t1 = one.upload(&x, 9, 96).unwrap();
+    let t2 = two.upload(&x, 9, 96).unwrap();
     assert_eq!(
-        one.matmul(&t1, &w, None).data,
-        two.matmul(&t2, &w, None).data
+        one.matmul(&t1, &w, None).unwrap().data,
+        two.matmul(&t2, &w, None).unwrap().data
     );
 }
 
@@ -305,10 +305,10 @@ fn fused_gelu_matmul_equals_matmul_then_gelu() {
             let x = rng.vec(m * k);
             for act in [ActDtype::F32, ActDtype::Bf16] {
                 let b = CpuBackend::new(act, Some(2)).unwrap();
-                let xt = b.upload(&x, m, k);
-                let fused = b.matmul_gelu(&xt, &w, Some(&bias));
-                let mut separate = b.matmul(&xt, &w, Some(&bias));
-                b.gelu_tanh(&mut separate);
+                let xt = b.upload(&x, m, k).unwrap();
+                let fused = b.matmul_gelu(&xt, &w, Some(&bias)).unwrap();
+                let mut separate = b.matmul(&xt, &w, Some(&bias)).unwrap();
+                b.gelu_tanh(&mut separate).unwrap();
                 assert_eq!(fused.data, separate.data, "({m},{k},{n}) {dtype:?} {act:?}");
                 // And a GELU ran: its minimum is about −0.17, while the plain products reach −5.
                 assert!(fused.data.iter().all(|&f| f > -0.2));

@@ -40,6 +40,7 @@ fn smollm2_answers_like_transformers() {
         EngineOptions {
             dtype: ActDtype::F32,
             threads: None,
+            ..EngineOptions::default()
         },
     )
     .unwrap();

@@ -4,8 +4,23 @@
 //!
 //! Activations are row-major matrices `[rows, cols]`. In [`ActDtype::Bf16`] mode every op rounds its
 //! output to bfloat16 at the points where transformers running in bfloat16 rounds (spec section 10),
-//! while computing and accumulating in f32 inside.
+//! while computing and accumulating in f32 inside; [`ActDtype::F16`] rounds at the same points to
+//! IEEE half, as transformers in float16 does.
+//!
+//! # Failures
+//! Every op that touches device memory returns a [`Result`]; nothing in the op set panics on a
+//! failure and no error is held back in the backend. We chose results over a sticky error returned
+//! at the next synchronisation because the model is written with `?` anyway and because a
+//! result says at once which op failed: a device op fails in its own call when its arguments are
+//! refused, its workspace or output cannot be allocated, or its launch is refused. Work that has been
+//! enqueued and fails later, while the device runs it, can only be seen at a synchronisation; on
+//! a device those are the ops that bring data to the host ([`Backend::download`],
+//! [`Backend::argmax_last`]), so such a failure reaches the caller as the error of that op, naming
+//! the call, the status and the runtime's message. Either way the error ends the request, and the
+//! backend stays usable for the next one. Ops handed inconsistent operands (shapes, indices) return
+//! [`crate::error::Error::Op`] naming the op.
 
+pub mod ascend;
 pub mod cpu;
 
 use crate::error::Result;
@@ -19,15 +34,73 @@ pub enum ActDtype {
     /// bfloat16 between ops, f32 inside them; weights in other dtypes are rounded to bfloat16 as
     /// `model.to(torch.bfloat16)` would.
     Bf16,
+    /// IEEE half between ops, f32 inside them; weights in other dtypes are rounded to half as
+    /// `model.to(torch.float16)` would (values beyond ±65504 become infinite, as there).
+    F16,
+}
+
+impl ActDtype {
+    /// `v` rounded to this precision (unchanged in f32).
+    #[inline(always)]
+    pub fn round(self, v: f32) -> f32 {
+        match self {
+            ActDtype::F32 => v,
+            ActDtype::Bf16 => crate::numeric::round_bf16(v),
+            ActDtype::F16 => crate::numeric::round_f16(v),
+        }
+    }
+
+    /// The name used by `--dtype` and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActDtype::F32 => "f32",
+            ActDtype::Bf16 => "bf16",
+            ActDtype::F16 => "fp16",
+        }
+    }
 }
 
 impl std::str::FromStr for ActDtype {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
-            "f32" | "float32" => Ok(ActDtype::F32),
+            "f32" | "fp32" | "float32" => Ok(ActDtype::F32),
             "bf16" | "bfloat16" => Ok(ActDtype::Bf16),
-            other => Err(format!("unknown dtype {other:?}; expected f32 or bf16")),
+            "fp16" | "f16" | "float16" => Ok(ActDtype::F16),
+            other => Err(format!(
+                "unknown dtype {other:?}; expected f32, bf16 or fp16"
+            )),
+        }
+    }
+}
+
+/// The device a model runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// The CPU backend (the reference).
+    #[default]
+    Cpu,
+    /// An Ascend NPU through CANN.
+    Ascend,
+}
+
+impl BackendKind {
+    /// The name used by `--backend` and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Ascend => "ascend",
+        }
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(BackendKind::Cpu),
+            "ascend" | "npu" => Ok(BackendKind::Ascend),
+            other => Err(format!("unknown backend {other:?}; expected cpu or ascend")),
         }
     }
 }
@@ -83,26 +156,30 @@ pub trait Backend: Send + Sync {
     fn load_weight(&self, tensor: &TensorRef, rows: usize) -> Result<Self::Weight>;
 
     /// Copies host data in (rounded to the activation dtype).
-    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Self::Tensor;
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor>;
     /// Copies a tensor out to the host.
-    fn download(&self, t: &Self::Tensor) -> Vec<f32>;
+    fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    /// The column of the largest value in the last row of `x` (the first on ties; NaN never wins, as
+    /// in [`crate::generate::argmax`]): greedy decoding's choice from the logits, so that a device
+    /// sends one token id to the host per step instead of a row of logits.
+    fn argmax_last(&self, x: &Self::Tensor) -> Result<u32>;
     /// `(rows, cols)` of a tensor.
     fn dims(&self, t: &Self::Tensor) -> (usize, usize);
     /// An empty key or value cache of `cols` columns with room for `capacity` rows. A device may
     /// store it more compactly than activations (the CPU keeps bf16 caches as 16-bit values).
-    fn cache_new(&self, cols: usize, capacity: usize) -> Self::Cache;
+    fn cache_new(&self, cols: usize, capacity: usize) -> Result<Self::Cache>;
     /// Appends the rows of `src` to a cache.
-    fn cache_append(&self, cache: &mut Self::Cache, src: &Self::Tensor);
+    fn cache_append(&self, cache: &mut Self::Cache, src: &Self::Tensor) -> Result<()>;
 
     /// Rows `ids` of an embedding table.
-    fn embedding(&self, table: &Self::Weight, ids: &[u32]) -> Self::Tensor;
+    fn embedding(&self, table: &Self::Weight, ids: &[u32]) -> Result<Self::Tensor>;
     /// `x·Wᵀ (+ b)`, accumulated in f32, rounded once.
     fn matmul(
         &self,
         x: &Self::Tensor,
         w: &Self::Weight,
         bias: Option<&Self::Weight>,
-    ) -> Self::Tensor;
+    ) -> Result<Self::Tensor>;
     /// `gelu_tanh(x·Wᵀ (+ b))`: [`Backend::matmul`] then [`Backend::gelu_tanh`], which a device may
     /// fuse into one pass.
     fn matmul_gelu(
@@ -110,10 +187,10 @@ pub trait Backend: Send + Sync {
         x: &Self::Tensor,
         w: &Self::Weight,
         bias: Option<&Self::Weight>,
-    ) -> Self::Tensor {
-        let mut y = self.matmul(x, w, bias);
-        self.gelu_tanh(&mut y);
-        y
+    ) -> Result<Self::Tensor> {
+        let mut y = self.matmul(x, w, bias)?;
+        self.gelu_tanh(&mut y)?;
+        Ok(y)
     }
     /// Several products of the same activations (`x·Wᵢᵀ (+ bᵢ)`), e.g. q/k/v; a device may run them
     /// as one launch.
@@ -121,7 +198,7 @@ pub trait Backend: Send + Sync {
         &self,
         x: &Self::Tensor,
         ws: &[(&Self::Weight, Option<&Self::Weight>)],
-    ) -> Vec<Self::Tensor> {
+    ) -> Result<Vec<Self::Tensor>> {
         ws.iter().map(|(w, b)| self.matmul(x, w, *b)).collect()
     }
     /// LayerNorm over each row, affine.
@@ -131,17 +208,23 @@ pub trait Backend: Send + Sync {
         w: &Self::Weight,
         b: &Self::Weight,
         eps: f32,
-    ) -> Self::Tensor;
+    ) -> Result<Self::Tensor>;
     /// RMSNorm over each row: `w ⊙ round(x·rsqrt(mean(x²)+eps))`.
-    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Weight, eps: f32) -> Self::Tensor;
+    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Weight, eps: f32) -> Result<Self::Tensor>;
     /// `x += y`.
-    fn add_assign(&self, x: &mut Self::Tensor, y: &Self::Tensor);
+    fn add_assign(&self, x: &mut Self::Tensor, y: &Self::Tensor) -> Result<()>;
     /// GELU, tanh approximation, in place.
-    fn gelu_tanh(&self, x: &mut Self::Tensor);
+    fn gelu_tanh(&self, x: &mut Self::Tensor) -> Result<()>;
     /// `silu(gate) ⊙ up`.
-    fn silu_mul(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Self::Tensor;
+    fn silu_mul(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor>;
     /// Rotary embedding (half-split convention) of every head of `x`, row i at `positions[i]`.
-    fn rope(&self, x: &mut Self::Tensor, head_dim: usize, positions: &[u32], inv_freq: &[f32]);
+    fn rope(
+        &self,
+        x: &mut Self::Tensor,
+        head_dim: usize,
+        positions: &[u32],
+        inv_freq: &[f32],
+    ) -> Result<()>;
     /// Scaled dot-product attention with f32 softmax.
     fn attention(
         &self,
@@ -149,7 +232,7 @@ pub trait Backend: Send + Sync {
         k: &Self::Tensor,
         v: &Self::Tensor,
         p: &AttentionParams,
-    ) -> Self::Tensor;
+    ) -> Result<Self::Tensor>;
     /// [`Backend::attention`] of `q` (causal, `p.mask` is [`AttentionMask::Causal`]) over cached keys
     /// and values.
     fn cached_attention(
@@ -158,7 +241,7 @@ pub trait Backend: Send + Sync {
         k: &Self::Cache,
         v: &Self::Cache,
         p: &AttentionParams,
-    ) -> Self::Tensor;
+    ) -> Result<Self::Tensor>;
     /// Cuts tiles `[T, C·S·S]` into patches `[T·(S/p)², C·p·p]` (row-major patches, (c, u, v) inside).
     fn patchify(
         &self,
@@ -166,11 +249,37 @@ pub trait Backend: Send + Sync {
         channels: usize,
         size: usize,
         patch: usize,
-    ) -> Self::Tensor;
+    ) -> Result<Self::Tensor>;
     /// Pixel shuffle of `[T·W², D]` tiles of side W by factor s into `[T·W²/s², D·s²]` (spec section 4).
-    fn pixel_shuffle(&self, x: &Self::Tensor, side: usize, scale: usize) -> Self::Tensor;
+    fn pixel_shuffle(&self, x: &Self::Tensor, side: usize, scale: usize) -> Result<Self::Tensor>;
     /// The listed rows of `x`, in order.
-    fn gather_rows(&self, x: &Self::Tensor, rows: &[usize]) -> Self::Tensor;
+    fn gather_rows(&self, x: &Self::Tensor, rows: &[usize]) -> Result<Self::Tensor>;
     /// Overwrites `dst[rows[j]]` with `src[j]`.
-    fn scatter_rows(&self, dst: &mut Self::Tensor, rows: &[usize], src: &Self::Tensor);
+    fn scatter_rows(
+        &self,
+        dst: &mut Self::Tensor,
+        rows: &[usize],
+        src: &Self::Tensor,
+    ) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ActDtype;
+
+    #[test]
+    fn dtype_names_parse() {
+        for (names, want) in [
+            (&["f32", "fp32", "float32"][..], ActDtype::F32),
+            (&["bf16", "bfloat16"][..], ActDtype::Bf16),
+            (&["fp16", "f16", "float16"][..], ActDtype::F16),
+        ] {
+            for n in names {
+                assert_eq!(n.parse::<ActDtype>(), Ok(want));
+            }
+            assert_eq!(want.as_str().parse::<ActDtype>(), Ok(want));
+        }
+        let e = "half".parse::<ActDtype>().unwrap_err();
+        assert!(e.contains("\"half\"") && e.contains("fp16"), "{e}");
+    }
 }

@@ -35,8 +35,8 @@ impl<B: Backend> Connector<B> {
     }
 
     /// `[T·W², Dv]` encoder output of tiles with W patches per side → `[T·W²/s², H]` image features.
-    pub fn forward(&self, b: &B, x: &B::Tensor, side: usize) -> B::Tensor {
-        let shuffled = b.pixel_shuffle(x, side, self.scale);
+    pub fn forward(&self, b: &B, x: &B::Tensor, side: usize) -> Result<B::Tensor> {
+        let shuffled = b.pixel_shuffle(x, side, self.scale)?;
         b.matmul(&shuffled, &self.proj, None)
     }
 }

@@ -12,7 +12,6 @@ use std::path::Path;
 use crate::backend::Backend;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::numeric::round_bf16;
 use crate::weights::{Checkpoint, ExpectedTensor};
 
 pub use text::KvCache;
@@ -127,7 +126,7 @@ impl<B: Backend> Idefics3<B> {
     }
 
     /// An empty KV cache with room for `capacity` positions.
-    pub fn new_cache(&self, capacity: usize) -> KvCache<B> {
+    pub fn new_cache(&self, capacity: usize) -> Result<KvCache<B>> {
         self.text.new_cache(&self.backend, capacity)
     }
 
@@ -165,13 +164,13 @@ impl<B: Backend> Idefics3<B> {
             ));
         }
         let tile_len = px.channels * px.size * px.size;
-        let bf16 = b.act_dtype() == crate::backend::ActDtype::Bf16;
+        let act = b.act_dtype();
         // A padding tile is one whose every value is zero in the model dtype.
         let real: Vec<usize> = (0..px.tiles)
             .filter(|&t| {
                 px.values[t * tile_len..(t + 1) * tile_len]
                     .iter()
-                    .any(|&v| (if bf16 { round_bf16(v) } else { v }) != 0.0)
+                    .any(|&v| act.round(v) != 0.0)
             })
             .collect();
         if real.is_empty() {
@@ -204,25 +203,28 @@ impl<B: Backend> Idefics3<B> {
             for &t in group {
                 pixels.extend_from_slice(&px.values[t * tile_len..(t + 1) * tile_len]);
             }
-            let pixels = b.upload(&pixels, group.len(), tile_len);
+            let pixels = b.upload(&pixels, group.len(), tile_len)?;
             let encoded = self.vision.forward(
                 b,
                 &pixels,
                 px.size,
                 &position_ids,
                 if all_valid { None } else { Some(&key_valid) },
-            );
-            let features = self.connector.forward(b, &encoded, side);
+            )?;
+            let features = self.connector.forward(b, &encoded, side)?;
             if real.len() <= chunk {
                 return Ok(Some(features));
             }
             let (rows, cols) = b.dims(&features);
-            let all = merged.get_or_insert_with(|| {
-                let total = rows / group.len() * real.len();
-                b.upload(&vec![0.0; total * cols], total, cols)
-            });
+            let all = match &mut merged {
+                Some(all) => all,
+                None => {
+                    let total = rows / group.len() * real.len();
+                    merged.insert(b.upload(&vec![0.0; total * cols], total, cols)?)
+                }
+            };
             let at: Vec<usize> = (done_rows..done_rows + rows).collect();
-            b.scatter_rows(all, &at, &features);
+            b.scatter_rows(all, &at, &features)?;
             done_rows += rows;
         }
         Ok(merged)
@@ -243,7 +245,7 @@ impl<B: Backend> Idefics3<B> {
             return Err(Error::input("input_ids is empty"));
         }
         self.check_ids(ids)?;
-        let mut x = self.text.embed(b, ids);
+        let mut x = self.text.embed(b, ids)?;
         let mut features_out = None;
         let mut vision_s = 0.0;
         if let Some(px) = pixels {
@@ -269,17 +271,17 @@ impl<B: Backend> Idefics3<B> {
                 )));
             }
             if let Some(f) = features {
-                b.scatter_rows(&mut x, &image_rows, &f);
-                features_out = Some(b.download(&f));
+                b.scatter_rows(&mut x, &image_rows, &f)?;
+                features_out = Some(b.download(&f)?);
             }
         }
-        let hidden = self.text.forward(b, x, cache);
+        let hidden = self.text.forward(b, x, cache)?;
         let hidden = if all_logits {
             hidden
         } else {
-            b.gather_rows(&hidden, &[ids.len() - 1])
+            b.gather_rows(&hidden, &[ids.len() - 1])?
         };
-        let logits = b.download(&self.text.logits(b, &hidden));
+        let logits = b.download(&self.text.logits(b, &hidden)?)?;
         Ok(Prefill {
             logits,
             image_features: features_out,
@@ -291,9 +293,19 @@ impl<B: Backend> Idefics3<B> {
     pub fn decode_step(&self, id: u32, cache: &mut KvCache<B>) -> Result<Vec<f32>> {
         let b = &self.backend;
         self.check_ids(&[id])?;
-        let x = self.text.embed(b, &[id]);
-        let hidden = self.text.forward(b, x, cache);
-        Ok(b.download(&self.text.logits(b, &hidden)))
+        let x = self.text.embed(b, &[id])?;
+        let hidden = self.text.forward(b, x, cache)?;
+        b.download(&self.text.logits(b, &hidden)?)
+    }
+
+    /// [`Idefics3::decode_step`] followed by greedy choice on the backend: only the chosen id
+    /// leaves the device.
+    pub fn decode_step_greedy(&self, id: u32, cache: &mut KvCache<B>) -> Result<u32> {
+        let b = &self.backend;
+        self.check_ids(&[id])?;
+        let x = self.text.embed(b, &[id])?;
+        let hidden = self.text.forward(b, x, cache)?;
+        b.argmax_last(&self.text.logits(b, &hidden)?)
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<()> {

@@ -158,24 +158,28 @@ impl<B: Backend> TextModel<B> {
     }
 
     /// An empty cache with room for `capacity` positions.
-    pub fn new_cache(&self, b: &B, capacity: usize) -> KvCache<B> {
+    pub fn new_cache(&self, b: &B, capacity: usize) -> Result<KvCache<B>> {
         let kv = self.cfg.num_key_value_heads * self.cfg.head_dim;
         let n = self.layers.len();
-        KvCache {
-            k: (0..n).map(|_| b.cache_new(kv, capacity)).collect(),
-            v: (0..n).map(|_| b.cache_new(kv, capacity)).collect(),
+        Ok(KvCache {
+            k: (0..n)
+                .map(|_| b.cache_new(kv, capacity))
+                .collect::<Result<_>>()?,
+            v: (0..n)
+                .map(|_| b.cache_new(kv, capacity))
+                .collect::<Result<_>>()?,
             len: 0,
-        }
+        })
     }
 
     /// Token embeddings `[ids.len(), H]` (ids already checked against the vocabulary).
-    pub fn embed(&self, b: &B, ids: &[u32]) -> B::Tensor {
+    pub fn embed(&self, b: &B, ids: &[u32]) -> Result<B::Tensor> {
         b.embedding(&self.embed, ids)
     }
 
     /// Runs the decoder over `x` (the embeddings of the next positions), appending to the cache;
     /// returns the final-normed hidden states.
-    pub fn forward(&self, b: &B, mut x: B::Tensor, cache: &mut KvCache<B>) -> B::Tensor {
+    pub fn forward(&self, b: &B, mut x: B::Tensor, cache: &mut KvCache<B>) -> Result<B::Tensor> {
         let c = &self.cfg;
         let (rows, _) = b.dims(&x);
         let offset = cache.len;
@@ -189,7 +193,7 @@ impl<B: Backend> TextModel<B> {
             mask: AttentionMask::Causal { offset },
         };
         for (l, layer) in self.layers.iter().enumerate() {
-            let h = b.rms_norm(&x, &layer.input_norm, eps);
+            let h = b.rms_norm(&x, &layer.input_norm, eps)?;
             let mut qkv = b.matmul_multi(
                 &h,
                 &[
@@ -197,36 +201,36 @@ impl<B: Backend> TextModel<B> {
                     (&layer.k.w, layer.k.b.as_ref()),
                     (&layer.v.w, layer.v.b.as_ref()),
                 ],
-            );
+            )?;
             drop(h);
             let v = qkv.pop().expect("three outputs");
             let mut k = qkv.pop().expect("three outputs");
             let mut q = qkv.pop().expect("three outputs");
-            b.rope(&mut q, c.head_dim, &positions, &self.inv_freq);
-            b.rope(&mut k, c.head_dim, &positions, &self.inv_freq);
-            b.cache_append(&mut cache.k[l], &k);
-            b.cache_append(&mut cache.v[l], &v);
-            let a = b.cached_attention(&q, &cache.k[l], &cache.v[l], &params);
-            let o = b.matmul(&a, &layer.o.w, layer.o.b.as_ref());
-            b.add_assign(&mut x, &o);
-            let h = b.rms_norm(&x, &layer.post_norm, eps);
+            b.rope(&mut q, c.head_dim, &positions, &self.inv_freq)?;
+            b.rope(&mut k, c.head_dim, &positions, &self.inv_freq)?;
+            b.cache_append(&mut cache.k[l], &k)?;
+            b.cache_append(&mut cache.v[l], &v)?;
+            let a = b.cached_attention(&q, &cache.k[l], &cache.v[l], &params)?;
+            let o = b.matmul(&a, &layer.o.w, layer.o.b.as_ref())?;
+            b.add_assign(&mut x, &o)?;
+            let h = b.rms_norm(&x, &layer.post_norm, eps)?;
             let gu = b.matmul_multi(
                 &h,
                 &[
                     (&layer.gate.w, layer.gate.b.as_ref()),
                     (&layer.up.w, layer.up.b.as_ref()),
                 ],
-            );
-            let m = b.silu_mul(&gu[0], &gu[1]);
-            let d = b.matmul(&m, &layer.down.w, layer.down.b.as_ref());
-            b.add_assign(&mut x, &d);
+            )?;
+            let m = b.silu_mul(&gu[0], &gu[1])?;
+            let d = b.matmul(&m, &layer.down.w, layer.down.b.as_ref())?;
+            b.add_assign(&mut x, &d)?;
         }
         cache.len += rows;
         b.rms_norm(&x, &self.norm, eps)
     }
 
     /// Logits `[rows, V]` of final-normed hidden states.
-    pub fn logits(&self, b: &B, hidden: &B::Tensor) -> B::Tensor {
+    pub fn logits(&self, b: &B, hidden: &B::Tensor) -> Result<B::Tensor> {
         b.matmul(hidden, self.lm_head.as_ref().unwrap_or(&self.embed), None)
     }
 }

@@ -127,14 +127,14 @@ impl<B: Backend> VisionTower<B> {
         size: usize,
         position_ids: &[u32],
         key_valid: Option<&[bool]>,
-    ) -> B::Tensor {
+    ) -> Result<B::Tensor> {
         let c = &self.cfg;
         let side = size / c.patch_size;
-        let patches = b.patchify(pixels, c.num_channels, size, c.patch_size);
-        let mut x = b.matmul(&patches, &self.patch_w, Some(&self.patch_b));
+        let patches = b.patchify(pixels, c.num_channels, size, c.patch_size)?;
+        let mut x = b.matmul(&patches, &self.patch_w, Some(&self.patch_b))?;
         drop(patches);
-        let pos = b.embedding(&self.pos_emb, position_ids);
-        b.add_assign(&mut x, &pos);
+        let pos = b.embedding(&self.pos_emb, position_ids)?;
+        b.add_assign(&mut x, &pos)?;
         let eps = c.layer_norm_eps as f32;
         let params = AttentionParams {
             heads: c.num_attention_heads,
@@ -147,7 +147,7 @@ impl<B: Backend> VisionTower<B> {
             },
         };
         for l in &self.layers {
-            let h = b.layer_norm(&x, &l.ln1.0, &l.ln1.1, eps);
+            let h = b.layer_norm(&x, &l.ln1.0, &l.ln1.1, eps)?;
             let qkv = b.matmul_multi(
                 &h,
                 &[
@@ -155,15 +155,15 @@ impl<B: Backend> VisionTower<B> {
                     (&l.k.w, Some(&l.k.b)),
                     (&l.v.w, Some(&l.v.b)),
                 ],
-            );
+            )?;
             drop(h);
-            let a = b.attention(&qkv[0], &qkv[1], &qkv[2], &params);
-            let o = b.matmul(&a, &l.o.w, Some(&l.o.b));
-            b.add_assign(&mut x, &o);
-            let h = b.layer_norm(&x, &l.ln2.0, &l.ln2.1, eps);
-            let m = b.matmul_gelu(&h, &l.fc1.w, Some(&l.fc1.b));
-            let m = b.matmul(&m, &l.fc2.w, Some(&l.fc2.b));
-            b.add_assign(&mut x, &m);
+            let a = b.attention(&qkv[0], &qkv[1], &qkv[2], &params)?;
+            let o = b.matmul(&a, &l.o.w, Some(&l.o.b))?;
+            b.add_assign(&mut x, &o)?;
+            let h = b.layer_norm(&x, &l.ln2.0, &l.ln2.1, eps)?;
+            let m = b.matmul_gelu(&h, &l.fc1.w, Some(&l.fc1.b))?;
+            let m = b.matmul(&m, &l.fc2.w, Some(&l.fc2.b))?;
+            b.add_assign(&mut x, &m)?;
         }
         b.layer_norm(&x, &self.post_ln.0, &self.post_ln.1, eps)
     }

@@ -165,6 +165,15 @@ int main(int argc, char **argv) {
   bad_opts.dtype = 9;
   EXPECT_CODE(idefics3_model_load(dir, &bad_opts, &none), IDEFICS3_ERR_INVALID_ARGUMENT);
   CHECK(none == NULL, "a failed load left a model");
+  Idefics3LoadOptions bad_backend = {0};
+  bad_backend.backend = 7;
+  EXPECT_CODE(idefics3_model_load(dir, &bad_backend, &none), IDEFICS3_ERR_INVALID_ARGUMENT);
+  /* The Ascend backend without a usable runtime (none here) or, for now, with one: a device error. */
+  Idefics3LoadOptions ascend = {0};
+  ascend.backend = IDEFICS3_BACKEND_ASCEND;
+  EXPECT_CODE(idefics3_model_load(dir, &ascend, &none), IDEFICS3_ERR_DEVICE);
+  CHECK(strstr(idefics3_last_error(), "Ascend") != NULL, "device error without a name");
+  CHECK(none == NULL, "a failed load left a model");
 
   char *out = NULL;
   EXPECT_CODE(idefics3_generate(NULL, &req, NULL, NULL, &out), IDEFICS3_ERR_NULL_ARGUMENT);

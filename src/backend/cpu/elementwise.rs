@@ -1,10 +1,17 @@
-//! Row-wise and element-wise kernels: norms, activations, rotary embedding. Each computes in f32 and,
-//! with `round`, rounds where transformers in bfloat16 rounds.
+//! Row-wise and element-wise kernels: norms, activations, rotary embedding. Each computes in f32 and
+//! rounds to the activation dtype where transformers running in that dtype rounds (the GELU takes a
+//! flag for bf16 rounding only, since the matmul epilogue shares it; f16 callers round after it).
 
+use crate::backend::ActDtype;
 use crate::numeric::round_bf16;
 
 #[inline(always)]
-fn r(v: f32, round: bool) -> f32 {
+fn r(v: f32, act: ActDtype) -> f32 {
+    act.round(v)
+}
+
+#[inline(always)]
+fn r16(v: f32, round: bool) -> f32 {
     if round {
         round_bf16(v)
     } else {
@@ -13,7 +20,7 @@ fn r(v: f32, round: bool) -> f32 {
 }
 
 /// LayerNorm of one row: statistics in f64 for accuracy, affine in f32, one rounding.
-pub fn layer_norm_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, round: bool, out: &mut [f32]) {
+pub fn layer_norm_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, round: ActDtype, out: &mut [f32]) {
     let n = x.len() as f64;
     let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
     let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
@@ -25,7 +32,7 @@ pub fn layer_norm_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, round: bool, ou
 }
 
 /// RMSNorm of one row: normalised in f32, rounded, then multiplied by the weight (and rounded).
-pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, round: bool, out: &mut [f32]) {
+pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, round: ActDtype, out: &mut [f32]) {
     let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / x.len() as f64;
     let scale = 1.0 / (ms as f32 + eps).sqrt();
     for i in 0..x.len() {
@@ -49,7 +56,7 @@ pub fn gelu_tanh(x: &mut [f32], round: bool) {
 
 fn gelu_tanh_scalar(x: &mut [f32], round: bool) {
     for v in x.iter_mut() {
-        *v = r(gelu_tanh_one(*v), round);
+        *v = r16(gelu_tanh_one(*v), round);
     }
 }
 
@@ -59,8 +66,8 @@ pub fn gelu_tanh_one(a: f32) -> f32 {
     0.5 * a * (1.0 + inner.tanh())
 }
 
-/// `silu(gate) ⊙ up`; in bf16 the activation is rounded before the product, as in `act(g) * u`.
-pub fn silu_mul(gate: &[f32], up: &[f32], round: bool, out: &mut [f32]) {
+/// `silu(gate) ⊙ up`; in bf16/f16 the activation is rounded before the product, as in `act(g) * u`.
+pub fn silu_mul(gate: &[f32], up: &[f32], round: ActDtype, out: &mut [f32]) {
     for i in 0..gate.len() {
         let g = gate[i];
         let s = r(g / (1.0 + (-g).exp()), round);
@@ -70,7 +77,7 @@ pub fn silu_mul(gate: &[f32], up: &[f32], round: bool, out: &mut [f32]) {
 
 /// Rotary embedding of every head in one row (half-split convention): angles `pos·inv_freq` in f32,
 /// cos/sin rounded to the activation dtype, each product and sum rounded as in transformers.
-pub fn rope_row(row: &mut [f32], head_dim: usize, pos: u32, inv_freq: &[f32], round: bool) {
+pub fn rope_row(row: &mut [f32], head_dim: usize, pos: u32, inv_freq: &[f32], round: ActDtype) {
     let half = head_dim / 2;
     debug_assert_eq!(inv_freq.len(), half);
     let mut cs = [(0f32, 0f32); 256];
@@ -95,7 +102,7 @@ pub fn rope_row(row: &mut [f32], head_dim: usize, pos: u32, inv_freq: &[f32], ro
     }
 }
 
-fn rope_row_wide(row: &mut [f32], head_dim: usize, pos: u32, inv_freq: &[f32], round: bool) {
+fn rope_row_wide(row: &mut [f32], head_dim: usize, pos: u32, inv_freq: &[f32], round: ActDtype) {
     let half = head_dim / 2;
     for head in row.chunks_exact_mut(head_dim) {
         for i in 0..half {
@@ -117,7 +124,7 @@ mod tests {
         // head_dim 4: pairs (0, 2) and (1, 3). inv_freq [1, 0.5] at position 1 rotates the first pair by
         // 1 rad and the second by 0.5 rad.
         let mut row = [1.0f32, 2.0, 3.0, 4.0];
-        rope_row(&mut row, 4, 1, &[1.0, 0.5], false);
+        rope_row(&mut row, 4, 1, &[1.0, 0.5], ActDtype::F32);
         let (c1, s1) = (1f32.cos(), 1f32.sin());
         let (c2, s2) = (0.5f32.cos(), 0.5f32.sin());
         let want = [
@@ -131,7 +138,7 @@ mod tests {
         }
         // Position 0 is the identity.
         let mut row0 = [1.0f32, 2.0, 3.0, 4.0];
-        rope_row(&mut row0, 4, 0, &[1.0, 0.5], false);
+        rope_row(&mut row0, 4, 0, &[1.0, 0.5], ActDtype::F32);
         assert_eq!(row0, [1.0, 2.0, 3.0, 4.0]);
     }
 
@@ -142,7 +149,7 @@ mod tests {
             &[1.0, -1.0, 1.0, -1.0],
             &[2.0, 2.0, 2.0, 2.0],
             0.0,
-            false,
+            ActDtype::F32,
             &mut out,
         );
         assert_eq!(out, [2.0, -2.0, 2.0, -2.0]);
@@ -151,7 +158,7 @@ mod tests {
             &[1.0, 1.0],
             &[0.5, 0.0],
             0.0,
-            false,
+            ActDtype::F32,
             &mut out[..2],
         );
         assert_eq!(&out[..2], &[-0.5, 1.0]);

@@ -1,6 +1,15 @@
 //! The CPU backend: the reference implementation of every op, multi-threaded on [`pool::ThreadPool`].
-//! Activations live in f32 `Vec`s (in bf16 mode they hold bf16-representable values); weights stay in
-//! the memory-mapped checkpoint in their own dtype and are widened inside the kernels.
+//! Activations live in f32 `Vec`s (in bf16 or f16 mode they hold values representable there);
+//! weights stay in the memory-mapped checkpoint in their own dtype and are widened inside the
+//! kernels, except in f16 mode, where a checkpoint in another dtype is converted once at load to an
+//! f16 copy (`model.to(torch.float16)`), so that the kernels read f16 weights as they read a
+//! checkpoint stored in f16.
+//!
+//! The matmul and attention kernels know one rounding, bf16's (the AVX-512 BF16 path depends on
+//! it). In f16 mode they run unrounded, in f32, and their outputs are rounded to f16 afterwards,
+//! which is where transformers in float16 rounds a linear layer's output. One difference remains
+//! inside attention: torch rounds the softmax numerators to the activation dtype before
+//! multiplying them with V, which the kernels do for bf16 only; in f16 mode they stay f32 there.
 
 mod attention;
 mod elementwise;
@@ -12,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::{ActDtype, AttentionParams, Backend};
 use crate::error::{Error, Result};
-use crate::numeric::{convert_into, round_bf16};
+use crate::numeric::{convert_into, round_bf16, round_f16};
 use crate::weights::{DType, MappedFile, TensorRef};
 
 /// Activations of the vision tower reach hundreds of MB per op; glibc maps blocks that large afresh
@@ -70,11 +79,19 @@ impl CpuCache {
     }
 }
 
-/// A weight matrix viewed in place inside its memory-mapped file.
+/// Where a weight's bytes live.
+#[derive(Debug, Clone)]
+enum Storage {
+    /// In place in the memory-mapped checkpoint.
+    Mapped(Arc<MappedFile>, Range<usize>),
+    /// A converted copy (f16 mode over a checkpoint in another dtype).
+    Owned(Arc<[u8]>),
+}
+
+/// A weight matrix, viewed in place inside its memory-mapped file or converted once at load.
 #[derive(Debug, Clone)]
 pub struct CpuWeight {
-    file: Arc<MappedFile>,
-    range: Range<usize>,
+    storage: Storage,
     /// Storage dtype.
     pub dtype: DType,
     /// Rows (output features for a linear layer).
@@ -91,7 +108,10 @@ pub struct CpuWeight {
 impl CpuWeight {
     /// The raw bytes of the whole matrix.
     pub fn bytes(&self) -> &[u8] {
-        &self.file.bytes()[self.range.clone()]
+        match &self.storage {
+            Storage::Mapped(file, range) => &file.bytes()[range.clone()],
+            Storage::Owned(bytes) => bytes,
+        }
     }
 
     /// The raw bytes of rows `r0..r1`.
@@ -160,13 +180,22 @@ impl CpuBackend {
         self.pool.threads()
     }
 
+    /// Whether the kernels that only know bf16 rounding (matmul, attention, GELU) round.
     fn bf16(&self) -> bool {
         self.act == ActDtype::Bf16
     }
 
     fn round_all(&self, v: &mut [f32]) {
-        if self.bf16() {
-            v.iter_mut().for_each(|x| *x = round_bf16(*x));
+        if self.act != ActDtype::F32 {
+            let act = self.act;
+            v.iter_mut().for_each(|x| *x = act.round(*x));
+        }
+    }
+
+    /// In f16 mode, rounds the output of a kernel that ran unrounded (see the module doc).
+    fn round_f16_output(&self, v: &mut [f32]) {
+        if self.act == ActDtype::F16 {
+            v.iter_mut().for_each(|x| *x = round_f16(*x));
         }
     }
 
@@ -204,6 +233,44 @@ impl CpuBackend {
     }
 }
 
+/// `Err(Error::Op)` for `op` unless `ok`; the message is built only on failure.
+fn check(ok: bool, op: &'static str, message: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Op {
+            backend: "cpu",
+            op,
+            message: message(),
+        })
+    }
+}
+
+/// Checks that `x` and `w` can be multiplied (`x·Wᵀ`) and that a bias has one value per output.
+fn check_matmul(
+    op: &'static str,
+    x: &CpuTensor,
+    w: &CpuWeight,
+    bias: Option<&CpuWeight>,
+) -> Result<()> {
+    check(x.cols == w.cols, op, || {
+        format!(
+            "x is [{}, {}] but the weight is [{}, {}]: inner dimensions differ",
+            x.rows, x.cols, w.rows, w.cols
+        )
+    })?;
+    if let Some(b) = bias {
+        check(b.rows * b.cols == w.rows, op, || {
+            format!(
+                "the bias has {} values for {} outputs",
+                b.rows * b.cols,
+                w.rows
+            )
+        })?;
+    }
+    Ok(())
+}
+
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
     type Weight = CpuWeight;
@@ -226,9 +293,19 @@ impl Backend for CpuBackend {
                 format!("{numel} elements cannot be viewed as {rows} rows"),
             ));
         }
+        let storage = Storage::Mapped(t.file().clone(), t.byte_range());
+        let (storage, dtype) = if self.act == ActDtype::F16 && dtype != DType::F16 {
+            let wide = crate::numeric::to_f32(dtype, &t.file().bytes()[t.byte_range()]);
+            let bytes: Vec<u8> = wide
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect();
+            (Storage::Owned(bytes.into()), DType::F16)
+        } else {
+            (storage, dtype)
+        };
         Ok(CpuWeight {
-            file: t.file().clone(),
-            range: t.byte_range(),
+            storage,
             dtype,
             rows,
             cols: numel / rows,
@@ -237,23 +314,33 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> CpuTensor {
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CpuTensor> {
+        check(data.len() == rows * cols, "upload", || {
+            format!("{} values for a [{rows}, {cols}] tensor", data.len())
+        })?;
         let mut v = data.to_vec();
         self.round_all(&mut v);
-        self.tensor(v, rows, cols)
+        Ok(self.tensor(v, rows, cols))
     }
 
-    fn download(&self, t: &CpuTensor) -> Vec<f32> {
-        t.data.clone()
+    fn download(&self, t: &CpuTensor) -> Result<Vec<f32>> {
+        Ok(t.data.clone())
+    }
+
+    fn argmax_last(&self, x: &CpuTensor) -> Result<u32> {
+        check(x.rows > 0 && x.cols > 0, "argmax_last", || {
+            format!("empty tensor [{}, {}]", x.rows, x.cols)
+        })?;
+        Ok(crate::generate::argmax(&x.data[(x.rows - 1) * x.cols..]))
     }
 
     fn dims(&self, t: &CpuTensor) -> (usize, usize) {
         (t.rows, t.cols)
     }
 
-    fn cache_new(&self, cols: usize, capacity: usize) -> CpuCache {
+    fn cache_new(&self, cols: usize, capacity: usize) -> Result<CpuCache> {
         let half = self.bf16();
-        CpuCache {
+        Ok(CpuCache {
             f32: if half {
                 Vec::new()
             } else {
@@ -267,11 +354,16 @@ impl Backend for CpuBackend {
             half,
             rows: 0,
             cols,
-        }
+        })
     }
 
-    fn cache_append(&self, cache: &mut CpuCache, src: &CpuTensor) {
-        assert_eq!(cache.cols, src.cols, "cache_append: column mismatch");
+    fn cache_append(&self, cache: &mut CpuCache, src: &CpuTensor) -> Result<()> {
+        check(cache.cols == src.cols, "cache_append", || {
+            format!(
+                "the cache has {} columns, the new rows {}",
+                cache.cols, src.cols
+            )
+        })?;
         if cache.half {
             // Values are bf16 already in this mode: the top half of each f32 is the whole value.
             cache.bf16.extend(
@@ -283,91 +375,132 @@ impl Backend for CpuBackend {
             cache.f32.extend_from_slice(&src.data);
         }
         cache.rows += src.rows;
+        Ok(())
     }
 
-    fn embedding(&self, table: &CpuWeight, ids: &[u32]) -> CpuTensor {
+    fn embedding(&self, table: &CpuWeight, ids: &[u32]) -> Result<CpuTensor> {
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= table.rows) {
+            return Err(Error::Op {
+                backend: "cpu",
+                op: "embedding",
+                message: format!("id {id} is outside the table's {} rows", table.rows),
+            });
+        }
         let cols = table.cols;
         let mut out = vec![0.0; ids.len() * cols];
         for (row, &id) in out.chunks_exact_mut(cols).zip(ids) {
             let id = id as usize;
-            assert!(
-                id < table.rows,
-                "embedding id {id} out of range (checked by the model)"
-            );
             table.rows_into(id, id + 1, row);
         }
-        self.tensor(out, ids.len(), cols)
+        Ok(self.tensor(out, ids.len(), cols))
     }
 
-    fn matmul(&self, x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>) -> CpuTensor {
-        assert_eq!(x.cols, w.cols, "matmul: inner dimensions differ");
+    fn matmul(&self, x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>) -> Result<CpuTensor> {
+        check_matmul("matmul", x, w, bias)?;
         let bias = bias.map(CpuWeight::to_vec);
-        let out = self
+        let mut out = self
             .pool
             .install(|| matmul::matmul(&x.data, x.rows, w, bias.as_deref(), self.bf16()));
-        self.tensor(out, x.rows, w.rows)
+        self.round_f16_output(&mut out);
+        Ok(self.tensor(out, x.rows, w.rows))
     }
 
-    fn matmul_gelu(&self, x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>) -> CpuTensor {
-        assert_eq!(x.cols, w.cols, "matmul_gelu: inner dimensions differ");
+    fn matmul_gelu(
+        &self,
+        x: &CpuTensor,
+        w: &CpuWeight,
+        bias: Option<&CpuWeight>,
+    ) -> Result<CpuTensor> {
+        check_matmul("matmul_gelu", x, w, bias)?;
+        if self.act == ActDtype::F16 {
+            // transformers rounds the product, then the GELU of it.
+            let mut y = self.matmul(x, w, bias)?;
+            self.gelu_tanh(&mut y)?;
+            return Ok(y);
+        }
         let bias = bias.map(CpuWeight::to_vec);
         let out = self
             .pool
             .install(|| matmul::matmul_gelu(&x.data, x.rows, w, bias.as_deref(), self.bf16()));
-        self.tensor(out, x.rows, w.rows)
+        Ok(self.tensor(out, x.rows, w.rows))
     }
 
     fn matmul_multi(
         &self,
         x: &CpuTensor,
         ws: &[(&CpuWeight, Option<&CpuWeight>)],
-    ) -> Vec<CpuTensor> {
+    ) -> Result<Vec<CpuTensor>> {
+        for (w, b) in ws {
+            check_matmul("matmul_multi", x, w, *b)?;
+        }
         let biases: Vec<Option<Vec<f32>>> =
             ws.iter().map(|(_, b)| b.map(CpuWeight::to_vec)).collect();
         let jobs: Vec<(&CpuWeight, Option<&[f32]>)> = ws
             .iter()
             .zip(&biases)
-            .map(|((w, _), b)| {
-                assert_eq!(x.cols, w.cols, "matmul_multi: inner dimensions differ");
-                (*w, b.as_deref())
-            })
+            .map(|((w, _), b)| (*w, b.as_deref()))
             .collect();
         let outs = self
             .pool
             .install(|| matmul::matmul_multi(&x.data, x.rows, &jobs, self.bf16()));
-        outs.into_iter()
+        Ok(outs
+            .into_iter()
             .zip(ws)
-            .map(|(o, (w, _))| self.tensor(o, x.rows, w.rows))
-            .collect()
+            .map(|(mut o, (w, _))| {
+                self.round_f16_output(&mut o);
+                self.tensor(o, x.rows, w.rows)
+            })
+            .collect())
     }
 
-    fn layer_norm(&self, x: &CpuTensor, w: &CpuWeight, b: &CpuWeight, eps: f32) -> CpuTensor {
+    fn layer_norm(
+        &self,
+        x: &CpuTensor,
+        w: &CpuWeight,
+        b: &CpuWeight,
+        eps: f32,
+    ) -> Result<CpuTensor> {
         let (w, b) = (w.to_vec(), b.to_vec());
-        let round = self.bf16();
-        self.map_rows(x, |r, o| {
-            elementwise::layer_norm_row(r, &w, &b, eps, round, o)
-        })
+        check(w.len() == x.cols && b.len() == x.cols, "layer_norm", || {
+            format!(
+                "rows of {} columns, weight of {} and bias of {} values",
+                x.cols,
+                w.len(),
+                b.len()
+            )
+        })?;
+        let act = self.act;
+        Ok(self.map_rows(x, |r, o| {
+            elementwise::layer_norm_row(r, &w, &b, eps, act, o)
+        }))
     }
 
-    fn rms_norm(&self, x: &CpuTensor, w: &CpuWeight, eps: f32) -> CpuTensor {
+    fn rms_norm(&self, x: &CpuTensor, w: &CpuWeight, eps: f32) -> Result<CpuTensor> {
         let w = w.to_vec();
-        let round = self.bf16();
-        self.map_rows(x, |r, o| elementwise::rms_norm_row(r, &w, eps, round, o))
+        check(w.len() == x.cols, "rms_norm", || {
+            format!("rows of {} columns, weight of {} values", x.cols, w.len())
+        })?;
+        let act = self.act;
+        Ok(self.map_rows(x, |r, o| elementwise::rms_norm_row(r, &w, eps, act, o)))
     }
 
-    fn add_assign(&self, x: &mut CpuTensor, y: &CpuTensor) {
-        assert_eq!(x.data.len(), y.data.len(), "add_assign: shapes differ");
-        let round = self.bf16();
+    fn add_assign(&self, x: &mut CpuTensor, y: &CpuTensor) -> Result<()> {
+        check((x.rows, x.cols) == (y.rows, y.cols), "add_assign", || {
+            format!("[{}, {}] += [{}, {}]", x.rows, x.cols, y.rows, y.cols)
+        })?;
+        let act = self.act;
         for (a, b) in x.data.iter_mut().zip(&y.data) {
-            let s = *a + *b;
-            *a = if round { round_bf16(s) } else { s };
+            *a = act.round(*a + *b);
         }
+        Ok(())
     }
 
-    fn gelu_tanh(&self, x: &mut CpuTensor) {
+    fn gelu_tanh(&self, x: &mut CpuTensor) -> Result<()> {
         let round = self.bf16();
         if x.rows <= SEQUENTIAL_ROWS {
-            return elementwise::gelu_tanh(&mut x.data, round);
+            elementwise::gelu_tanh(&mut x.data, round);
+            self.round_f16_output(&mut x.data);
+            return Ok(());
         }
         self.pool.install(|| {
             pool::chunks_mut(
@@ -377,23 +510,57 @@ impl Backend for CpuBackend {
                 |_, _, c| elementwise::gelu_tanh(c, round),
             )
         });
+        self.round_f16_output(&mut x.data);
+        Ok(())
     }
 
-    fn silu_mul(&self, gate: &CpuTensor, up: &CpuTensor) -> CpuTensor {
-        assert_eq!(gate.data.len(), up.data.len(), "silu_mul: shapes differ");
+    fn silu_mul(&self, gate: &CpuTensor, up: &CpuTensor) -> Result<CpuTensor> {
+        check(
+            (gate.rows, gate.cols) == (up.rows, up.cols),
+            "silu_mul",
+            || {
+                format!(
+                    "gate [{}, {}] and up [{}, {}] differ",
+                    gate.rows, gate.cols, up.rows, up.cols
+                )
+            },
+        )?;
         let mut out = vec![0.0; gate.data.len()];
-        elementwise::silu_mul(&gate.data, &up.data, self.bf16(), &mut out);
-        self.tensor(out, gate.rows, gate.cols)
+        elementwise::silu_mul(&gate.data, &up.data, self.act, &mut out);
+        Ok(self.tensor(out, gate.rows, gate.cols))
     }
 
-    fn rope(&self, x: &mut CpuTensor, head_dim: usize, positions: &[u32], inv_freq: &[f32]) {
-        assert_eq!(positions.len(), x.rows, "rope: one position per row");
-        let round = self.bf16();
+    fn rope(
+        &self,
+        x: &mut CpuTensor,
+        head_dim: usize,
+        positions: &[u32],
+        inv_freq: &[f32],
+    ) -> Result<()> {
+        check(positions.len() == x.rows, "rope", || {
+            format!("{} positions for {} rows", positions.len(), x.rows)
+        })?;
+        check(
+            head_dim > 0
+                && head_dim.is_multiple_of(2)
+                && x.cols.is_multiple_of(head_dim)
+                && inv_freq.len() == head_dim / 2,
+            "rope",
+            || {
+                format!(
+                    "rows of {} columns, head dim {head_dim}, {} frequencies (an even head dim dividing                      the columns and half as many frequencies are needed)",
+                    x.cols,
+                    inv_freq.len()
+                )
+            },
+        )?;
+        let act = self.act;
         let cols = x.cols;
         x.data
             .chunks_exact_mut(cols)
             .zip(positions)
-            .for_each(|(row, &pos)| elementwise::rope_row(row, head_dim, pos, inv_freq, round));
+            .for_each(|(row, &pos)| elementwise::rope_row(row, head_dim, pos, inv_freq, act));
+        Ok(())
     }
 
     fn attention(
@@ -402,12 +569,14 @@ impl Backend for CpuBackend {
         k: &CpuTensor,
         v: &CpuTensor,
         p: &AttentionParams,
-    ) -> CpuTensor {
+    ) -> Result<CpuTensor> {
         let (k, v) = (attention::Kv::of(k), attention::Kv::of(v));
-        let out = self
+        check_attention("attention", q, &k, &v, p)?;
+        let mut out = self
             .pool
             .install(|| attention::attention(q, k, v, p, self.bf16()));
-        self.tensor(out, q.rows, p.heads * p.head_dim)
+        self.round_f16_output(&mut out);
+        Ok(self.tensor(out, q.rows, p.heads * p.head_dim))
     }
 
     fn cached_attention(
@@ -416,11 +585,14 @@ impl Backend for CpuBackend {
         k: &CpuCache,
         v: &CpuCache,
         p: &AttentionParams,
-    ) -> CpuTensor {
-        let out = self
+    ) -> Result<CpuTensor> {
+        let (k, v) = (k.view(), v.view());
+        check_attention("cached_attention", q, &k, &v, p)?;
+        let mut out = self
             .pool
-            .install(|| attention::attention(q, k.view(), v.view(), p, self.bf16()));
-        self.tensor(out, q.rows, p.heads * p.head_dim)
+            .install(|| attention::attention(q, k, v, p, self.bf16()));
+        self.round_f16_output(&mut out);
+        Ok(self.tensor(out, q.rows, p.heads * p.head_dim))
     }
 
     fn patchify(
@@ -429,11 +601,20 @@ impl Backend for CpuBackend {
         channels: usize,
         size: usize,
         patch: usize,
-    ) -> CpuTensor {
+    ) -> Result<CpuTensor> {
+        check(
+            patch > 0 && pixels.cols == channels * size * size,
+            "patchify",
+            || {
+                format!(
+                    "tiles of {} values are not {channels}×{size}×{size} (patch {patch})",
+                    pixels.cols
+                )
+            },
+        )?;
         let side = size / patch;
         let cols = channels * patch * patch;
         let tiles = pixels.rows;
-        assert_eq!(pixels.cols, channels * size * size, "patchify: tile size");
         let mut out = vec![0.0; tiles * side * side * cols];
         for t in 0..tiles {
             let tile = &pixels.data[t * pixels.cols..(t + 1) * pixels.cols];
@@ -450,17 +631,25 @@ impl Backend for CpuBackend {
                 }
             }
         }
-        self.tensor(out, tiles * side * side, cols)
+        Ok(self.tensor(out, tiles * side * side, cols))
     }
 
-    fn pixel_shuffle(&self, x: &CpuTensor, side: usize, scale: usize) -> CpuTensor {
+    fn pixel_shuffle(&self, x: &CpuTensor, side: usize, scale: usize) -> Result<CpuTensor> {
         let d = x.cols;
         let per_tile = side * side;
-        assert_eq!(
-            x.rows % per_tile,
-            0,
-            "pixel_shuffle: rows are not whole tiles"
-        );
+        check(
+            per_tile > 0
+                && x.rows.is_multiple_of(per_tile)
+                && scale > 0
+                && side.is_multiple_of(scale),
+            "pixel_shuffle",
+            || {
+                format!(
+                    "{} rows are not whole tiles of side {side} divisible by the scale {scale}",
+                    x.rows
+                )
+            },
+        )?;
         let tiles = x.rows / per_tile;
         let blocks = side / scale;
         let out_cols = d * scale * scale;
@@ -479,28 +668,98 @@ impl Backend for CpuBackend {
                 }
             }
         }
-        self.tensor(out, tiles * blocks * blocks, out_cols)
+        Ok(self.tensor(out, tiles * blocks * blocks, out_cols))
     }
 
-    fn gather_rows(&self, x: &CpuTensor, rows: &[usize]) -> CpuTensor {
+    fn gather_rows(&self, x: &CpuTensor, rows: &[usize]) -> Result<CpuTensor> {
+        check_rows("gather_rows", rows, x.rows)?;
         let mut out = Vec::with_capacity(rows.len() * x.cols);
         for &r in rows {
             out.extend_from_slice(&x.data[r * x.cols..(r + 1) * x.cols]);
         }
-        self.tensor(out, rows.len(), x.cols)
+        Ok(self.tensor(out, rows.len(), x.cols))
     }
 
-    fn scatter_rows(&self, dst: &mut CpuTensor, rows: &[usize], src: &CpuTensor) {
-        assert_eq!(dst.cols, src.cols, "scatter_rows: column mismatch");
-        assert_eq!(
-            rows.len(),
-            src.rows,
-            "scatter_rows: one row index per source row"
-        );
+    fn scatter_rows(&self, dst: &mut CpuTensor, rows: &[usize], src: &CpuTensor) -> Result<()> {
+        check(
+            dst.cols == src.cols && rows.len() == src.rows,
+            "scatter_rows",
+            || {
+                format!(
+                    "{} row indices, source [{}, {}], destination of {} columns",
+                    rows.len(),
+                    src.rows,
+                    src.cols,
+                    dst.cols
+                )
+            },
+        )?;
+        check_rows("scatter_rows", rows, dst.rows)?;
         for (j, &r) in rows.iter().enumerate() {
             dst.data[r * dst.cols..(r + 1) * dst.cols]
                 .copy_from_slice(&src.data[j * src.cols..(j + 1) * src.cols]);
         }
+        Ok(())
+    }
+}
+
+/// Every row index must lie below `len`.
+fn check_rows(op: &'static str, rows: &[usize], len: usize) -> Result<()> {
+    match rows.iter().find(|&&r| r >= len) {
+        Some(r) => check(false, op, || format!("row {r} of a tensor of {len} rows")),
+        None => Ok(()),
+    }
+}
+
+/// q, k and v must have the widths the heads give, k and v the same length, and the heads must
+/// group evenly over the key/value heads.
+fn check_attention(
+    op: &'static str,
+    q: &CpuTensor,
+    k: &attention::Kv,
+    v: &attention::Kv,
+    p: &AttentionParams,
+) -> Result<()> {
+    let (qc, kvc) = (p.heads * p.head_dim, p.kv_heads * p.head_dim);
+    check(
+        p.kv_heads > 0
+            && p.heads.is_multiple_of(p.kv_heads)
+            && q.cols == qc
+            && k.cols == kvc
+            && v.cols == kvc
+            && k.rows == v.rows,
+        op,
+        || {
+            format!(
+                "{} heads over {} key/value heads of width {}: q [{}, {}], k [{}, {}], v [{}, {}]",
+                p.heads, p.kv_heads, p.head_dim, q.rows, q.cols, k.rows, k.cols, v.rows, v.cols
+            )
+        },
+    )?;
+    match p.mask {
+        super::AttentionMask::Bidirectional { seq_len, key_valid } => check(
+            seq_len > 0
+                && q.rows == k.rows
+                && q.rows.is_multiple_of(seq_len)
+                && key_valid.is_none_or(|m| m.len() == k.rows),
+            op,
+            || {
+                format!(
+                    "bidirectional attention over sequences of {seq_len} rows: {} queries, {} keys,                      {} key flags",
+                    q.rows,
+                    k.rows,
+                    key_valid.map_or(0, <[bool]>::len)
+                )
+            },
+        ),
+        super::AttentionMask::Causal { offset } => check(offset + q.rows == k.rows, op, || {
+            format!(
+                "causal attention: {offset} earlier keys and {} queries need {} keys, not {}",
+                q.rows,
+                offset + q.rows,
+                k.rows
+            )
+        }),
     }
 }
 
@@ -517,8 +776,10 @@ mod tests {
         // One 4×4 tile of 1-wide features holding its own patch index, s = 2: output token (I, J)
         // gathers the 2×2 block at block-row I, block-col J, row offset slowest.
         let b = backend();
-        let x = b.upload(&(0..16).map(|v| v as f32).collect::<Vec<_>>(), 16, 1);
-        let y = b.pixel_shuffle(&x, 4, 2);
+        let x = b
+            .upload(&(0..16).map(|v| v as f32).collect::<Vec<_>>(), 16, 1)
+            .unwrap();
+        let y = b.pixel_shuffle(&x, 4, 2).unwrap();
         assert_eq!((y.rows, y.cols), (4, 4));
         assert_eq!(
             y.data,
@@ -531,9 +792,47 @@ mod tests {
         // Two features per patch, 2×2 tile, s = 2: a single output token of 8 channels in
         // (a, b, d) order: patch (0,0) d0 d1, patch (0,1), patch (1,0), patch (1,1).
         let b = backend();
-        let x = b.upload(&[0., 10., 1., 11., 2., 12., 3., 13.], 4, 2);
-        let y = b.pixel_shuffle(&x, 2, 2);
+        let x = b
+            .upload(&[0., 10., 1., 11., 2., 12., 3., 13.], 4, 2)
+            .unwrap();
+        let y = b.pixel_shuffle(&x, 2, 2).unwrap();
         assert_eq!(y.data, vec![0., 10., 1., 11., 2., 12., 3., 13.]);
+    }
+
+    #[test]
+    fn inconsistent_operands_are_errors_naming_the_op() {
+        let b = backend();
+        let x = b.upload(&[1.0; 6], 2, 3).unwrap();
+        let y = b.upload(&[1.0; 4], 2, 2).unwrap();
+        let op = |e: Error| match e {
+            Error::Op { op, message, .. } => format!("{op}: {message}"),
+            other => panic!("not an op error: {other}"),
+        };
+        let e = op(b.silu_mul(&x, &y).unwrap_err());
+        assert!(e.starts_with("silu_mul: gate [2, 3] and up [2, 2]"), "{e}");
+        let e = op(b.add_assign(&mut x.clone(), &y).unwrap_err());
+        assert!(e.starts_with("add_assign"), "{e}");
+        let e = op(b.gather_rows(&x, &[0, 2]).unwrap_err());
+        assert_eq!(e, "gather_rows: row 2 of a tensor of 2 rows");
+        let e = op(b.upload(&[1.0; 5], 2, 3).unwrap_err());
+        assert!(e.starts_with("upload: 5 values"), "{e}");
+        let e = op(b.pixel_shuffle(&x, 2, 2).unwrap_err());
+        assert!(e.starts_with("pixel_shuffle"), "{e}");
+        let e = op(b.rope(&mut x.clone(), 3, &[0, 1], &[1.0]).unwrap_err());
+        assert!(e.starts_with("rope"), "{e}");
+    }
+
+    #[test]
+    fn argmax_last_reads_the_last_row_like_argmax() {
+        let b = backend();
+        let x = b
+            .upload(&[0.0, 9.0, 0.0, 1.0, 3.0, f32::NAN, 3.0, 2.0], 2, 4)
+            .unwrap();
+        // Row 0's 9 is ignored; in row 1 the first 3 wins the tie and NaN never wins.
+        assert_eq!(b.argmax_last(&x).unwrap(), 0);
+        let y = b.upload(&[0.0, -1.0, 5.0, 5.0], 1, 4).unwrap();
+        assert_eq!(b.argmax_last(&y).unwrap(), 2);
+        assert!(b.argmax_last(&b.upload(&[], 0, 4).unwrap()).is_err());
     }
 
     #[test]
@@ -548,7 +847,7 @@ mod tests {
                 }
             }
         }
-        let p = b.patchify(&b.upload(&px, 1, 32), 2, 4, 2);
+        let p = b.patchify(&b.upload(&px, 1, 32).unwrap(), 2, 4, 2).unwrap();
         assert_eq!((p.rows, p.cols), (4, 8));
         // Patch (0, 1): x in 2..4, y in 0..2.
         assert_eq!(&p.data[8..16], &[2., 3., 12., 13., 102., 103., 112., 113.]);
