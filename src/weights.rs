@@ -275,6 +275,20 @@ impl Checkpoint {
         Ok(Checkpoint { tensors, files })
     }
 
+    /// The number of layers `prefix0.`, `prefix1.`, ... present as a run from 0 (names such as
+    /// `model.text_model.layers.7.mlp...`); a gap ends the run.
+    pub fn layers_present(&self, prefix: &str) -> usize {
+        let mut seen = std::collections::BTreeSet::new();
+        for name in self.tensors.keys() {
+            if let Some(rest) = name.strip_prefix(prefix) {
+                if let Some(n) = rest.split('.').next().and_then(|n| n.parse::<usize>().ok()) {
+                    seen.insert(n);
+                }
+            }
+        }
+        (0..).take_while(|l| seen.contains(l)).count()
+    }
+
     /// Looks a tensor up by name.
     pub fn get(&self, name: &str) -> Option<&TensorRef> {
         self.tensors.get(name)

@@ -90,13 +90,52 @@ impl<B: Backend> Idefics3<B> {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
             ));
         }
-        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let config_path = dir.join("config.json");
+        if !config_path.exists()
+            && !dir.join("model.safetensors").exists()
+            && !dir.join("model.safetensors.index.json").exists()
+        {
+            return Err(Error::io(
+                dir,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "not an Idefics3 checkpoint: the directory has no config.json and no \
+                     model.safetensors or model.safetensors.index.json",
+                ),
+            ));
+        }
+        let config = ModelConfig::from_file(&config_path)?;
         let checkpoint = Checkpoint::open_dir(dir)?;
         Self::from_parts(config, checkpoint, backend)
     }
 
     /// Builds the model from a resolved configuration and opened weights.
     pub fn from_parts(config: ModelConfig, checkpoint: Checkpoint, backend: B) -> Result<Self> {
+        // The expected-tensor list grows with the layer counts: check them against the weights
+        // first, so that a hostile count cannot make the list itself exhaust memory.
+        for (field, layers, prefix) in [
+            (
+                "text_config.num_hidden_layers",
+                config.text.num_hidden_layers,
+                text::LAYER_PREFIX,
+            ),
+            (
+                "vision_config.num_hidden_layers",
+                config.vision.num_hidden_layers,
+                vision::LAYER_PREFIX,
+            ),
+        ] {
+            let present = checkpoint.layers_present(prefix);
+            if layers > present {
+                return Err(Error::Config {
+                    file: "config.json".into(),
+                    field: field.into(),
+                    message: format!(
+                        "{layers} layers, but the weights hold {present} ({prefix}N.* tensors)"
+                    ),
+                });
+            }
+        }
         checkpoint.validate(&expected_tensors(&config), ignorable(&config))?;
         let vision = vision::VisionTower::load(&backend, &checkpoint, &config.vision)?;
         let connector = connector::Connector::load(&backend, &checkpoint, &config)?;

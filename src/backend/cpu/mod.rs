@@ -125,15 +125,26 @@ pub struct CpuBackend {
     pool: pool::ThreadPool,
 }
 
+/// The thread count a backend runs on: `None` is one per available core; more than the available
+/// cores is refused (workers spin between regions, so oversubscription only slows decoding down, and
+/// tens of thousands of threads exhaust the process's limits).
+pub fn resolve_threads(threads: Option<usize>) -> Result<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match threads {
+        None => Ok(cores),
+        Some(0) => Err(Error::input("threads must be at least 1")),
+        Some(t) if t > cores => Err(Error::input(format!(
+            "{t} threads requested but this machine has {cores} cores available: use at most {cores}"
+        ))),
+        Some(t) => Ok(t),
+    }
+}
+
 impl CpuBackend {
     /// A backend computing with activations in `act`, on `threads` threads (`None`: one per core).
     pub fn new(act: ActDtype, threads: Option<usize>) -> Result<Self> {
         keep_large_allocations();
-        let threads = match threads {
-            Some(0) => return Err(Error::input("--threads must be at least 1")),
-            Some(t) => t,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
+        let threads = resolve_threads(threads)?;
         let pool = pool::ThreadPool::new(threads)
             .map_err(|e| Error::input(format!("cannot start the thread pool: {e}")))?;
         Ok(CpuBackend { act, pool })
