@@ -258,6 +258,7 @@ pub fn generate<B: Backend>(
     check_cache_memory(model, ids.len() + budget)?;
     let mut cache = model.new_cache(ids.len() + budget);
     let pre = model.prefill(ids, pixels, &mut cache, false)?;
+    model.check_logits(&pre.logits, "after the prompt")?;
     let mut timings = Timings {
         vision_s: pre.vision_s,
         prefill_s: start.elapsed().as_secs_f64(),
@@ -288,6 +289,7 @@ pub fn generate<B: Backend>(
         }
         if out.len() < budget && out.len() < params.max_new_tokens {
             logits = model.decode_step(next, &mut cache)?;
+            model.check_logits(&logits, &format!("at new token {}", out.len() + 1))?;
         }
     };
     timings.decode_s = decode_start.map_or(0.0, |t| t.elapsed().as_secs_f64());
@@ -372,6 +374,7 @@ pub fn greedy<B: Backend>(
     check_cache_memory(model, ids.len() + n)?;
     let mut cache = model.new_cache(ids.len() + n);
     let pre = model.prefill(ids, pixels, &mut cache, all_logits)?;
+    model.check_logits(&pre.logits, "after the prompt")?;
     let vocab = model.config().text.vocab_size;
     let last = pre.logits[pre.logits.len() - vocab..].to_vec();
     let mut out = GreedyOutput {
@@ -387,6 +390,7 @@ pub fn greedy<B: Backend>(
         out.step_logits.push(std::mem::take(&mut logits));
         if step + 1 < n {
             logits = model.decode_step(next, &mut cache)?;
+            model.check_logits(&logits, &format!("at new token {}", step + 2))?;
         }
     }
     Ok(out)

@@ -26,7 +26,7 @@ pub fn read_inputs(path: &Path) -> Result<ForwardInputs> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
         path: path.into(),
-        message: format!("{e:?}"),
+        message: crate::weights::describe_safetensors_error(&e, &bytes),
     })?;
     let where_ = |name: &str| format!("{name} (in {})", path.display());
 
@@ -184,13 +184,13 @@ pub fn write_tensors(path: &Path, tensors: Vec<(String, OutTensor)>) -> Result<(
         .collect();
     for (name, dt, shape, data) in &owned {
         let view = safetensors::tensor::TensorView::new(*dt, shape.clone(), data)
-            .map_err(|e| Error::tensor(name, format!("cannot serialise: {e:?}")))?;
+            .map_err(|e| Error::tensor(name, format!("cannot serialise: {e}")))?;
         views.push((name.clone(), view));
     }
     let bytes = safetensors::serialize(views, None::<HashMap<String, String>>).map_err(|e| {
         Error::Safetensors {
             path: path.into(),
-            message: format!("cannot serialise: {e:?}"),
+            message: format!("cannot serialise: {e}"),
         }
     })?;
     write_atomic(path, &bytes)

@@ -469,3 +469,133 @@ fn a_truncated_jpeg_is_an_error_as_in_pillow() {
         .to_string();
     assert!(e.contains("truncated"), "{e}");
 }
+#[test]
+fn non_finite_logits_stop_generation_naming_the_weights() {
+    use idefics3::backend::{cpu::CpuBackend, ActDtype};
+    use idefics3::model::Idefics3;
+    use safetensors::SafeTensors;
+    let d = common::copy_dir(&fixture("tied_text").join("model"));
+    let path = d.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let target = "model.text_model.norm.weight";
+    let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            let mut data = t.data().to_vec();
+            if n == target {
+                let nan: &[u8] = match t.dtype() {
+                    safetensors::Dtype::F32 => &[0, 0, 0xc0, 0x7f],
+                    _ => &[0xc0, 0x7f],
+                };
+                data[..nan.len()].copy_from_slice(nan);
+            }
+            (n, t.dtype(), t.shape().to_vec(), data)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, dt, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*dt, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    let model = Idefics3::load(d.path(), CpuBackend::new(ActDtype::F32, Some(1)).unwrap()).unwrap();
+    let e = match idefics3::generate::greedy(&model, &[1, 2, 3], None, 4, false) {
+        Ok(o) => panic!("NaN weights gave tokens {:?}", o.ids),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("non-finite logits") && e.contains(target), "{e}");
+    let params = idefics3::generate::SamplingParams::greedy(4);
+    let e = idefics3::generate::generate(&model, &[1, 2, 3], None, &params, &[], |_| true)
+        .err()
+        .expect("NaN weights must fail")
+        .to_string();
+    assert!(e.contains("non-finite logits") && e.contains(target), "{e}");
+}
+
+/// Rewrites the JSON header of a safetensors file (the data is kept as it is).
+fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(header.as_object_mut().unwrap());
+    let mut h = header.to_string().into_bytes();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend(&bytes[8 + n..]);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn safetensors_errors_name_the_file_and_the_tensor_in_words() {
+    use idefics3::backend::{cpu::CpuBackend, ActDtype};
+    let load = |dir: &Path| match idefics3::model::Idefics3::load(
+        dir,
+        CpuBackend::new(ActDtype::F32, Some(1)).unwrap(),
+    ) {
+        Ok(_) => panic!("a damaged file loaded"),
+        Err(e) => e.to_string(),
+    };
+    let names = |path: &Path| -> Vec<(String, u64)> {
+        let bytes = std::fs::read(path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let h: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let mut v: Vec<(String, u64)> = h
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k != "__metadata__")
+            .map(|(k, t)| (k.clone(), t["data_offsets"][0].as_u64().unwrap()))
+            .collect();
+        v.sort_by_key(|x| x.1);
+        v
+    };
+    // A tensor's entry deleted from the header: named is the next one, with the reason.
+    let d = common::copy_dir(&fixture("tied_text").join("model"));
+    let path = d.path().join("model.safetensors");
+    let order = names(&path);
+    let (gone, next) = (order[1].0.clone(), order[2].0.clone());
+    edit_header(&path, |h| {
+        h.remove(&gone);
+    });
+    let e = load(d.path());
+    assert!(
+        e.contains("model.safetensors") && e.contains(&format!("`{next}`")),
+        "{e}"
+    );
+    assert!(e.contains("entry was removed"), "{e}");
+    assert!(!e.contains("InvalidOffset"), "{e}");
+
+    // A shape that contradicts the offsets.
+    let d = common::copy_dir(&fixture("tied_text").join("model"));
+    let path = d.path().join("model.safetensors");
+    let first = names(&path)[0].0.clone();
+    edit_header(&path, |h| {
+        h.get_mut(&first).unwrap()["shape"] = serde_json::json!([3, 5, 7]);
+    });
+    let e = load(d.path());
+    assert!(
+        e.contains(&format!("tensor `{first}`: its shape and dtype need")),
+        "{e}"
+    );
+    assert!(!e.contains("TensorInvalidInfo"), "{e}");
+
+    // A shape whose size overflows.
+    edit_header(&path, |h| {
+        h.get_mut(&first).unwrap()["shape"] = serde_json::json!([u64::MAX, 4]);
+    });
+    let e = load(d.path());
+    assert!(
+        e.contains(&format!("`{first}`")) && e.contains("overflows"),
+        "{e}"
+    );
+    assert!(!e.contains("ValidationOverflow"), "{e}");
+}

@@ -335,6 +335,21 @@ impl<B: Backend> Idefics3<B> {
         Ok(b.download(&self.text.logits(b, &hidden)))
     }
 
+    /// Refuses logits holding a NaN or an infinity (`what` says where they came from), naming the
+    /// first weight tensor that holds one when there is such a tensor (a scan made only then).
+    pub fn check_logits(&self, logits: &[f32], what: &str) -> Result<()> {
+        if logits.iter().all(|v| v.is_finite()) {
+            return Ok(());
+        }
+        let cause = match self._checkpoint.first_nonfinite() {
+            Some(name) => format!("the weight tensor `{name}` holds NaN or infinite values"),
+            None => "every weight is finite, so the activations overflowed".into(),
+        };
+        Err(Error::input(format!(
+            "the model produced non-finite logits {what}: {cause}"
+        )))
+    }
+
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
         let v = self.config.text.vocab_size;
         if let Some((i, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= v) {
