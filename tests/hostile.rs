@@ -512,8 +512,7 @@ fn non_finite_logits_stop_generation_naming_the_weights() {
     assert!(e.contains("non-finite logits") && e.contains(target), "{e}");
     let params = idefics3::generate::SamplingParams::greedy(4);
     let e = idefics3::generate::generate(&model, &[1, 2, 3], None, &params, &[], |_| true)
-        .err()
-        .expect("NaN weights must fail")
+        .expect_err("NaN weights must fail")
         .to_string();
     assert!(e.contains("non-finite logits") && e.contains(target), "{e}");
 }
@@ -525,7 +524,7 @@ fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde
     let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     edit(header.as_object_mut().unwrap());
     let mut h = header.to_string().into_bytes();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
