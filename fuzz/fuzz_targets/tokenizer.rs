@@ -1,0 +1,11 @@
+//! tokenizer.json of arbitrary bytes: loading, then encoding and decoding a short text.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(t) = tokenizers::Tokenizer::from_bytes(data) {
+        if let Ok(enc) = t.encode("User:<image>Hello, world!", true) {
+            let _ = t.decode(enc.get_ids(), true);
+        }
+    }
+});
