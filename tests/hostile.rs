@@ -598,3 +598,16 @@ fn safetensors_errors_name_the_file_and_the_tensor_in_words() {
     );
     assert!(!e.contains("ValidationOverflow"), "{e}");
 }
+
+#[test]
+fn fuzz_found_a_tokenizer_json_that_panics_the_tokenizers_crate() {
+    let bytes = std::fs::read(fixture("fuzz/tokenizer_decoder_panic.json")).unwrap();
+    let e = idefics3::processor::parse_tokenizer(&bytes, Path::new("tokenizer.json"))
+        .err()
+        .map(|e| e.to_string())
+        .expect("a malformed tokenizer.json must be an error");
+    assert!(
+        e.contains("tokenizer.json") && e.contains("not a tokenizer"),
+        "{e}"
+    );
+}

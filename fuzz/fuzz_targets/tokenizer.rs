@@ -3,7 +3,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(t) = tokenizers::Tokenizer::from_bytes(data) {
+    let path = std::path::Path::new("tokenizer.json");
+    if let Ok(t) = idefics3::processor::parse_tokenizer(data, path) {
         if let Ok(enc) = t.encode("User:<image>Hello, world!", true) {
             let _ = t.decode(enc.get_ids(), true);
         }

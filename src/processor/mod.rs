@@ -55,10 +55,8 @@ impl Processor {
                 ),
             ));
         }
-        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| Error::Json {
-            path: tok_path.clone(),
-            message: format!("not a tokenizer: {e}"),
-        })?;
+        let bytes = std::fs::read(&tok_path).map_err(|e| Error::io(&tok_path, e))?;
+        let mut tokenizer = parse_tokenizer(&bytes, &tok_path)?;
         // The processor registers these as special tokens; checkpoints already have them.
         let specials: Vec<AddedToken> = [
             prompt::FAKE_IMAGE_TOKEN,
@@ -232,6 +230,22 @@ impl Processor {
         self.tokenizer
             .decode(ids, skip_special_tokens)
             .map_err(|e| Error::input(format!("detokenization failed: {e}")))
+    }
+}
+
+/// Parses a `tokenizer.json` (`path` names it in errors). The tokenizers crate panics on some
+/// malformed files (found by fuzzing: a bad `decoder` value); that is an error here too.
+pub fn parse_tokenizer(bytes: &[u8], path: &Path) -> Result<Tokenizer> {
+    let not_a_tokenizer = |message: String| Error::Json {
+        path: path.to_path_buf(),
+        message: format!("not a tokenizer: {message}"),
+    };
+    match std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes)) {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(not_a_tokenizer(e.to_string())),
+        Err(_) => Err(not_a_tokenizer(
+            "the tokenizers library failed on this file (malformed contents)".into(),
+        )),
     }
 }
 
