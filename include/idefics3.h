@@ -49,10 +49,14 @@ typedef struct Idefics3LoadOptions {
   uint32_t device;  /* device number for the Ascend backend; 0: the first */
 } Idefics3LoadOptions;
 
+/* One image. Set exactly one of path, data, rgb (the others NULL), else IDEFICS3_ERR_INVALID_ARGUMENT.
+ * len is the size in bytes of the buffer data or rgb points to; for rgb it must be exactly
+ * width*height*3 (checked, overflow included, before the buffer is read). Images over 178,956,970
+ * pixels are refused. */
 typedef struct Idefics3Image {
   const char *path;                      /* a file (PNG, JPEG, WebP, GIF, BMP), or */
-  const uint8_t *data; size_t len;       /* encoded bytes in memory, or */
-  const uint8_t *rgb; uint32_t width, height; /* raw RGB8 pixels, row-major, width*height*3 bytes */
+  const uint8_t *data; size_t len;       /* encoded bytes in memory (len: their size), or */
+  const uint8_t *rgb; uint32_t width, height; /* raw RGB8 pixels, row-major; len = width*height*3 */
 } Idefics3Image;
 
 typedef struct Idefics3Request {

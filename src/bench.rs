@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::engine::{Conversation, Engine};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::generate::SamplingParams;
 use crate::processor::image::load_image_file;
 
@@ -99,6 +99,16 @@ pub fn run(engine: &Engine, load_s: f64, spec: &BenchSpec) -> Result<BenchReport
             .map(|p| load_image_file(p))
             .collect::<Result<Vec<_>>>()?;
         let enc = engine.encode(&Conversation::Prompt(spec.prompt.clone()), &images)?;
+        let context = engine.model().config().text.max_position_embeddings;
+        let room = context.saturating_sub(enc.input_ids.len());
+        if spec.new_tokens > room {
+            return Err(Error::input(format!(
+                "--new-tokens {}: the prompt has {} tokens and the model's context holds {context} \
+                 (max_position_embeddings): at most {room} new tokens fit",
+                spec.new_tokens,
+                enc.input_ids.len()
+            )));
+        }
         let pre_s = t.elapsed().as_secs_f64();
         let answer = engine.generate(&enc, &params, |_| true)?;
         if run < spec.warmup {

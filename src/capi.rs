@@ -11,7 +11,8 @@ use std::path::Path;
 use crate::backend::{ActDtype, BackendKind};
 use crate::engine::{Conversation, Engine, EngineOptions};
 use crate::error::Error;
-use crate::processor::image::{decode_image, load_image_file, RgbImage};
+use crate::limits::check_conversation_bytes;
+use crate::processor::image::{decode_image, load_image_file, RgbImage, MAX_PIXELS};
 
 /// Success.
 pub const IDEFICS3_OK: i32 = 0;
@@ -60,7 +61,8 @@ pub struct Idefics3LoadOptions {
     pub device: u32,
 }
 
-/// One image: a file path, encoded bytes in memory, or raw RGB8 pixels (the first one set is used).
+/// One image: a file path, encoded bytes in memory, or raw RGB8 pixels; exactly one of `path`,
+/// `data`, `rgb` must be set (non-NULL), else the call fails with `IDEFICS3_ERR_INVALID_ARGUMENT`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct Idefics3Image {
@@ -68,7 +70,8 @@ pub struct Idefics3Image {
     pub path: *const c_char,
     /// Encoded bytes in memory, or NULL.
     pub data: *const u8,
-    /// Length of `data`.
+    /// The size in bytes of the buffer `data` or `rgb` points to; for `rgb` it must equal
+    /// `width·height·3` exactly (checked before the buffer is read).
     pub len: usize,
     /// Raw RGB8 pixels, row-major, `width·height·3` bytes, or NULL.
     pub rgb: *const u8,
@@ -211,6 +214,12 @@ pub unsafe extern "C" fn idefics3_model_load(
             }
         };
         let threads = (opts.threads > 0).then_some(opts.threads as usize);
+        if let Err(e) = crate::backend::cpu::resolve_threads(threads) {
+            return fail(
+                IDEFICS3_ERR_INVALID_ARGUMENT,
+                e.within("options.threads").to_string(),
+            );
+        }
         let backend = match opts.backend {
             IDEFICS3_BACKEND_CPU => BackendKind::Cpu,
             IDEFICS3_BACKEND_ASCEND => BackendKind::Ascend,
@@ -251,6 +260,33 @@ pub unsafe extern "C" fn idefics3_model_free(model: *mut Idefics3Model) {
 
 unsafe fn image_arg(img: &Idefics3Image, i: usize) -> Result<RgbImage, i32> {
     let what = format!("images[{i}]");
+    let sources: Vec<&str> = [
+        (!img.path.is_null(), "path"),
+        (!img.data.is_null(), "data"),
+        (!img.rgb.is_null(), "rgb"),
+    ]
+    .iter()
+    .filter(|(set, _)| *set)
+    .map(|&(_, name)| name)
+    .collect();
+    match sources.len() {
+        0 => {
+            return Err(fail(
+                IDEFICS3_ERR_NULL_ARGUMENT,
+                format!("{what} has none of path, data, rgb"),
+            ))
+        }
+        1 => {}
+        _ => {
+            return Err(fail(
+                IDEFICS3_ERR_INVALID_ARGUMENT,
+                format!(
+                    "{what} sets {}; set exactly one of path, data, rgb",
+                    sources.join(" and ")
+                ),
+            ))
+        }
+    }
     if !img.path.is_null() {
         let p = str_arg(img.path, &format!("{what}.path"))?;
         return load_image_file(Path::new(p)).map_err(|e| fail(code_of(&e), e.to_string()));
@@ -265,22 +301,39 @@ unsafe fn image_arg(img: &Idefics3Image, i: usize) -> Result<RgbImage, i32> {
         let bytes = std::slice::from_raw_parts(img.data, img.len);
         return decode_image(bytes, &what).map_err(|e| fail(IDEFICS3_ERR_INPUT, e.to_string()));
     }
-    if !img.rgb.is_null() {
-        let (w, h) = (img.width as usize, img.height as usize);
-        if w == 0 || h == 0 {
-            return Err(fail(
-                IDEFICS3_ERR_INVALID_ARGUMENT,
-                format!("{what}: width and height must be non-zero"),
-            ));
-        }
-        let pixels = std::slice::from_raw_parts(img.rgb, w * h * 3).to_vec();
-        return RgbImage::from_raw(w, h, pixels)
-            .map_err(|e| fail(IDEFICS3_ERR_INVALID_ARGUMENT, format!("{what}: {e}")));
+    // Every check comes before the buffer is touched: the pixel limit bounds width·height, so the
+    // byte count below cannot overflow, and `len` must be exactly that count.
+    let needed = raw_rgb_len(img.width, img.height)
+        .map_err(|e| fail(IDEFICS3_ERR_INVALID_ARGUMENT, format!("{what}: {e}")))?;
+    if img.len != needed {
+        return Err(fail(
+            IDEFICS3_ERR_INVALID_ARGUMENT,
+            format!(
+                "{what}.len is {} but a {}×{} RGB image needs width·height·3 = {needed} bytes",
+                img.len, img.width, img.height
+            ),
+        ));
     }
-    Err(fail(
-        IDEFICS3_ERR_NULL_ARGUMENT,
-        format!("{what} has none of path, data, rgb"),
-    ))
+    let pixels = std::slice::from_raw_parts(img.rgb, needed).to_vec();
+    RgbImage::from_raw(img.width as usize, img.height as usize, pixels)
+        .map_err(|e| fail(IDEFICS3_ERR_INVALID_ARGUMENT, e.within(&what).to_string()))
+}
+
+/// The byte count of a raw RGB8 image of `width × height` pixels, after the pixel limit.
+fn raw_rgb_len(width: u32, height: u32) -> Result<usize, String> {
+    if width == 0 || height == 0 {
+        return Err("width and height must be non-zero".into());
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_PIXELS {
+        return Err(format!(
+            "{width}×{height} = {pixels} pixels exceeds the limit of {MAX_PIXELS}"
+        ));
+    }
+    pixels
+        .checked_mul(3)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| format!("{width}×{height}×3 bytes do not fit in memory"))
 }
 
 /// Text that can cross into C: interior NULs (never produced by real tokenizers) become U+FFFD.
@@ -319,7 +372,12 @@ pub unsafe extern "C" fn idefics3_generate(
         let req = &*request;
         let conversation = match (req.prompt.is_null(), req.chat_json.is_null()) {
             (false, true) => match str_arg(req.prompt, "request.prompt") {
-                Ok(p) => Conversation::Prompt(p.to_string()),
+                Ok(p) => {
+                    if let Err(e) = check_conversation_bytes(p.len() as u64, "request.prompt") {
+                        return fail(IDEFICS3_ERR_INPUT, e.to_string());
+                    }
+                    Conversation::Prompt(p.to_string())
+                }
                 Err(c) => return c,
             },
             (true, false) => {
@@ -327,6 +385,9 @@ pub unsafe extern "C" fn idefics3_generate(
                     Ok(t) => t,
                     Err(c) => return c,
                 };
+                if let Err(e) = check_conversation_bytes(text.len() as u64, "request.chat_json") {
+                    return fail(IDEFICS3_ERR_INPUT, e.to_string());
+                }
                 match serde_json::from_str(text) {
                     Ok(v) => Conversation::Chat(v),
                     Err(e) => {
@@ -354,6 +415,16 @@ pub unsafe extern "C" fn idefics3_generate(
             return fail(
                 IDEFICS3_ERR_NULL_ARGUMENT,
                 "request.images is NULL but n_images > 0",
+            );
+        }
+        let most = engine.processor().max_images();
+        if req.n_images > most {
+            return fail(
+                IDEFICS3_ERR_INPUT,
+                format!(
+                    "request.n_images is {}, but the model's context holds at most {most} images",
+                    req.n_images
+                ),
             );
         }
         let mut images = Vec::with_capacity(req.n_images);

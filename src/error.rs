@@ -97,6 +97,15 @@ impl Error {
     pub fn input(message: impl Into<String>) -> Self {
         Error::Input(message.into())
     }
+
+    /// Says where an input error arose (`what: message`, the "invalid input" heading once); other
+    /// kinds already name their file and are returned unchanged.
+    pub fn within(self, what: &str) -> Self {
+        match self {
+            Error::Input(m) => Error::Input(format!("{what}: {m}")),
+            other => other,
+        }
+    }
 }
 
 /// The library's result type.

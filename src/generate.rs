@@ -255,8 +255,10 @@ pub fn generate<B: Backend>(
     }
     let start = Instant::now();
     let budget = params.max_new_tokens.min(context - ids.len());
+    check_cache_memory(model, ids.len() + budget)?;
     let mut cache = model.new_cache(ids.len() + budget)?;
     let pre = model.prefill(ids, pixels, &mut cache, false)?;
+    model.check_logits(&pre.logits, "after the prompt")?;
     let mut timings = Timings {
         vision_s: pre.vision_s,
         prefill_s: start.elapsed().as_secs_f64(),
@@ -293,9 +295,17 @@ pub fn generate<B: Backend>(
         }
         if out.len() < budget && out.len() < params.max_new_tokens {
             if on_device {
-                chosen = Some(model.decode_step_greedy(next, &mut cache)?);
+                match model.decode_step_greedy(next, &mut cache)? {
+                    Some(id) => chosen = Some(id),
+                    None => {
+                        return Err(
+                            model.nonfinite_logits(&format!("at new token {}", out.len() + 1))
+                        )
+                    }
+                }
             } else {
                 logits = model.decode_step(next, &mut cache)?;
+                model.check_logits(&logits, &format!("at new token {}", out.len() + 1))?;
             }
         }
     };
@@ -305,6 +315,42 @@ pub fn generate<B: Backend>(
         stop,
         timings,
     })
+}
+
+/// Refuses a KV cache for `positions` positions that could not fit in this machine's memory, before
+/// it is allocated (an allocation that fails aborts the process).
+fn check_cache_memory<B: Backend>(model: &Idefics3<B>, positions: usize) -> Result<()> {
+    let t = &model.config().text;
+    let bytes = (t.num_key_value_heads as u128)
+        * t.head_dim as u128
+        * t.num_hidden_layers as u128
+        * 2 // keys and values
+        * 4 // at most f32 per element
+        * positions as u128;
+    let physical = physical_memory_bytes();
+    if bytes > physical as u128 {
+        return Err(Error::input(format!(
+            "the KV cache for {positions} positions needs {:.1} GB but this machine has {:.1} GB of memory",
+            bytes as f64 / 1e9,
+            physical as f64 / 1e9
+        )));
+    }
+    Ok(())
+}
+
+/// Physical memory of the machine (u64::MAX when it cannot be found).
+fn physical_memory_bytes() -> u64 {
+    // SAFETY: sysconf reads system constants and has no preconditions.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages <= 0 || size <= 0 {
+        return u64::MAX;
+    }
+    (pages as u64).saturating_mul(size as u64)
 }
 
 /// What a greedy run for parity checks produced.
@@ -327,8 +373,25 @@ pub fn greedy<B: Backend>(
     n: usize,
     all_logits: bool,
 ) -> Result<GreedyOutput> {
+    let context = model.config().text.max_position_embeddings;
+    if ids.len() > context {
+        return Err(Error::input(format!(
+            "the inputs hold {} tokens but the model's context holds {context} (max_position_embeddings)",
+            ids.len()
+        )));
+    }
+    if n > context - ids.len() {
+        return Err(Error::input(format!(
+            "{n} greedy tokens after {} input tokens exceed the model's context of {context} \
+             (max_position_embeddings): at most {} fit",
+            ids.len(),
+            context - ids.len()
+        )));
+    }
+    check_cache_memory(model, ids.len() + n)?;
     let mut cache = model.new_cache(ids.len() + n)?;
     let pre = model.prefill(ids, pixels, &mut cache, all_logits)?;
+    model.check_logits(&pre.logits, "after the prompt")?;
     let vocab = model.config().text.vocab_size;
     let last = pre.logits[pre.logits.len() - vocab..].to_vec();
     let mut out = GreedyOutput {
@@ -344,6 +407,7 @@ pub fn greedy<B: Backend>(
         out.step_logits.push(std::mem::take(&mut logits));
         if step + 1 < n {
             logits = model.decode_step(next, &mut cache)?;
+            model.check_logits(&logits, &format!("at new token {}", step + 2))?;
         }
     }
     Ok(out)

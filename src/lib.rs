@@ -19,6 +19,7 @@ pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod hub;
+pub mod limits;
 pub mod model;
 pub mod numeric;
 pub mod processor;

@@ -12,8 +12,9 @@ use idefics3::engine::{load_model, Conversation, Engine, EngineOptions};
 use idefics3::error::Error;
 use idefics3::generate::greedy;
 use idefics3::hub::resolve_model;
+use idefics3::limits::check_conversation_bytes;
 use idefics3::processor::{image::load_image_file, prompt, Processor, RgbImage};
-use idefics3::tensor_io::{read_inputs, write_tensors, OutTensor};
+use idefics3::tensor_io::{check_output, read_inputs, write_tensors, OutTensor};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +43,7 @@ enum Command {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct BenchArgs {
     /// Checkpoint directory (or a cached / downloadable model id).
     #[arg(long)]
@@ -53,13 +55,13 @@ struct BenchArgs {
     #[arg(long, default_value = "Describe this image in detail.")]
     prompt: String,
     /// Exactly this many new tokens per run (end-of-sequence ignored).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = count)]
     new_tokens: usize,
     /// Measured runs (medians are reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = count)]
     runs: usize,
     /// Unmeasured runs first.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = count)]
     warmup: usize,
     /// Activation precision: bf16, fp16 or f32.
     #[arg(long, default_value = "bf16")]
@@ -81,7 +83,7 @@ struct DeviceArgs {
     #[arg(long, default_value_t = 0)]
     device: u32,
     /// Worker threads of the CPU backend (default: one per core).
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     threads: Option<usize>,
 }
 
@@ -97,6 +99,7 @@ impl DeviceArgs {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct GenerateArgs {
     /// Checkpoint directory, or a Hugging Face model id (org/name) to take from the cache or download.
     #[arg(long)]
@@ -111,13 +114,13 @@ struct GenerateArgs {
     #[arg(long)]
     chat: Option<PathBuf>,
     /// Most tokens to generate (default: the checkpoint's generation config, else 256).
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     max_new_tokens: Option<usize>,
     /// Sampling temperature; 0 is greedy (default: greedy unless the checkpoint asks for sampling).
     #[arg(long)]
     temperature: Option<f32>,
     /// Sample among the k most likely tokens (0: no limit; default 50 when sampling).
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     top_k: Option<usize>,
     /// Sample within the smallest set of tokens whose probability reaches p.
     #[arg(long)]
@@ -126,7 +129,7 @@ struct GenerateArgs {
     #[arg(long)]
     repetition_penalty: Option<f32>,
     /// Seed of the sampler.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = seed)]
     seed: u64,
     /// Activation precision: bf16, fp16 or f32.
     #[arg(long, default_value = "bf16")]
@@ -139,6 +142,7 @@ struct GenerateArgs {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct PreprocessArgs {
     /// Checkpoint directory (or a cached / downloadable model id).
     #[arg(long)]
@@ -155,6 +159,7 @@ struct PreprocessArgs {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct ForwardArgs {
     /// Checkpoint directory (config.json and safetensors weights).
     #[arg(long)]
@@ -172,10 +177,81 @@ struct ForwardArgs {
     #[arg(long, default_value = "f32")]
     dtype: ActDtype,
     /// Also generate N greedy tokens (end-of-sequence does not stop it).
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     greedy: Option<usize>,
     #[command(flatten)]
     device: DeviceArgs,
+}
+
+/// A count flag: a whole number ≥ 0, with a message that says so (clap's own reads "-1" as a flag).
+fn count(s: &str) -> Result<usize, String> {
+    s.trim().parse::<usize>().map_err(|_| {
+        if s.trim().starts_with('-') {
+            "must be ≥ 0 (a whole number)".to_string()
+        } else {
+            format!("{s:?} is not a whole number ≥ 0 (at most {})", usize::MAX)
+        }
+    })
+}
+
+/// The sampler's seed: a whole number in 0..2⁶⁴.
+fn seed(s: &str) -> Result<u64, String> {
+    s.trim().parse::<u64>().map_err(|_| {
+        format!(
+            "{s:?} is not a seed: expected a whole number from 0 to {}",
+            u64::MAX
+        )
+    })
+}
+
+/// stdout was closed by its reader (`| head`): the run ends quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed")]
+struct StdoutClosed;
+
+/// Writes to stdout: a closed pipe becomes [`StdoutClosed`], any other failure (a full disk) an
+/// error naming stdout.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(stdout_error)
+}
+
+fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        Error::io("stdout", e).into()
+    }
+}
+
+/// `println!` that returns stdout's errors instead of panicking.
+macro_rules! outln {
+    () => { write_stdout("\n")? };
+    ($($t:tt)*) => { write_stdout(&(format!($($t)*) + "\n"))? };
+}
+
+/// A line on stderr; a failing stderr is ignored (there is nowhere left to report it).
+fn note(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+/// The error and its causes, each printed once: a cause already included in the text before it
+/// (as an I/O error's message is in ours) is not repeated.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if text.contains(&c) {
+            continue;
+        }
+        if !text.is_empty() {
+            text += ": ";
+        }
+        text += &c;
+    }
+    text
 }
 
 fn main() -> ExitCode {
@@ -188,8 +264,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<StdoutClosed>() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            note(&format!("error: {}", describe(&e)));
             ExitCode::FAILURE
         }
     }
@@ -202,15 +279,21 @@ fn load_images(paths: &[PathBuf]) -> Result<Vec<RgbImage>, Error> {
 fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
     // Cheap checks first: bad input fails before the weights are read.
     let conversation = match (&a.prompt, &a.chat) {
-        (Some(p), _) => Conversation::Prompt(p.clone()),
+        (Some(p), _) => {
+            check_conversation_bytes(p.len() as u64, "--prompt")?;
+            Conversation::Prompt(p.clone())
+        }
         (None, Some(path)) => {
+            let size = std::fs::metadata(path)
+                .map_err(|e| Error::io(path, e))?
+                .len();
+            check_conversation_bytes(size, &path.display().to_string())?;
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
             let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-            prompt::count_image_items(&v)
-                .map_err(|e| Error::input(format!("{}: {e}", path.display())))?;
+            prompt::count_image_items(&v).map_err(|e| e.within(&path.display().to_string()))?;
             Conversation::Chat(v)
         }
         (None, None) => unreachable!("clap requires --prompt or --chat"),
@@ -241,17 +324,22 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
     params.validate()?;
     let encoded = engine.encode(&conversation, &images)?;
     let stdout = std::io::stdout();
+    let mut write_err = None;
     let answer = engine.generate(&encoded, &params, |piece| {
         if !a.json {
             let mut out = stdout.lock();
-            // A closed pipe (e.g. `| head`) ends generation rather than failing it.
-            return out
-                .write_all(piece.as_bytes())
-                .and_then(|_| out.flush())
-                .is_ok();
+            // A failed write ends generation: a closed pipe (`| head`) quietly, anything else as an
+            // error once generation has stopped.
+            if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+                write_err = Some(e);
+                return false;
+            }
         }
         true
     })?;
+    if let Some(e) = write_err {
+        return Err(stdout_error(e));
+    }
     let t = answer.timings;
     let n = answer.ids.len();
     let decode_tok_s = if n > 1 && t.decode_s > 0.0 {
@@ -274,21 +362,23 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
                 "decode_tok_s": decode_tok_s,
             },
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!();
-        eprintln!(
+        outln!();
+        note(&format!(
             "[{} prompt tokens, {n} new ({}), time to first token {:.2} s, decode {:.1} tok/s]",
             answer.prompt_tokens,
             answer.stop.as_str(),
             t.ttft_s,
             decode_tok_s
-        );
+        ));
     }
     Ok(())
 }
 
 fn run_preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
+    check_output(&a.out)?;
+    check_conversation_bytes(a.prompt.len() as u64, "--prompt")?;
     let images = load_images(&a.images)?;
     let dir = resolve_model(&a.model)?;
     let config = ModelConfig::from_file(&dir.join("config.json"))?;
@@ -316,7 +406,7 @@ fn run_preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
         ));
     }
     write_tensors(&a.out, tensors)?;
-    println!(
+    outln!(
         "wrote {}: {len} tokens, {} image(s)",
         a.out.display(),
         images.len()
@@ -325,6 +415,7 @@ fn run_preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
 }
 
 fn run_forward(a: ForwardArgs) -> anyhow::Result<()> {
+    check_output(&a.out)?;
     let inputs = read_inputs(&a.inputs)?;
     let model = load_model(&a.model, &a.device.options(a.dtype))?;
     let n_new = a.greedy.unwrap_or(0);
@@ -359,7 +450,7 @@ fn run_forward(a: ForwardArgs) -> anyhow::Result<()> {
         tensors.push(("generated_ids".into(), OutTensor::I64(ids, vec![n])));
     }
     write_tensors(&a.out, tensors)?;
-    println!("{summary}");
+    outln!("{summary}");
     Ok(())
 }
 
@@ -389,37 +480,41 @@ fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
         v["backend"] = "cpu".into();
         v["isa"] = isa.into();
         v["threads"] = threads.into();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let name = dir.file_name().map_or_else(
             || dir.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        println!("| model | precision | backend | threads | tok/s |");
-        println!("|---|---|---|---|---|");
-        println!(
+        outln!("| model | precision | backend | threads | tok/s |");
+        outln!("|---|---|---|---|---|");
+        outln!(
             "| {name} | {dtype} | cpu ({isa}) | {threads} | {:.2} |",
             r.decode_tok_s
         );
-        println!();
-        println!("| stage | median of {} runs |", r.runs);
-        println!("|---|---|");
-        println!("| load | {:.3} s |", r.load_s);
-        println!("| preprocessing | {:.3} s |", r.preprocess_s);
-        println!(
+        outln!();
+        outln!("| stage | median of {} runs |", r.runs);
+        outln!("|---|---|");
+        outln!("| load | {:.3} s |", r.load_s);
+        outln!("| preprocessing | {:.3} s |", r.preprocess_s);
+        outln!(
             "| vision | {:.3} s ({} tiles, {:.3} s per tile) |",
-            r.vision_s, r.tiles, r.vision_s_per_tile
+            r.vision_s,
+            r.tiles,
+            r.vision_s_per_tile
         );
-        println!(
+        outln!(
             "| prefill | {:.1} tok/s ({} prompt tokens) |",
-            r.prefill_tok_s, r.prompt_tokens
+            r.prefill_tok_s,
+            r.prompt_tokens
         );
-        println!("| time to first token | {:.3} s |", r.ttft_s);
-        println!(
+        outln!("| time to first token | {:.3} s |", r.ttft_s);
+        outln!(
             "| decode | {:.2} tok/s ({} new tokens) |",
-            r.decode_tok_s, r.new_tokens
+            r.decode_tok_s,
+            r.new_tokens
         );
-        println!("| peak RSS | {:.0} MB |", r.peak_rss_mb);
+        outln!("| peak RSS | {:.0} MB |", r.peak_rss_mb);
     }
     Ok(())
 }

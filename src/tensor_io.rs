@@ -26,7 +26,7 @@ pub fn read_inputs(path: &Path) -> Result<ForwardInputs> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
         path: path.into(),
-        message: format!("{e:?}"),
+        message: crate::weights::describe_safetensors_error(&e, &bytes),
     })?;
     let where_ = |name: &str| format!("{name} (in {})", path.display());
 
@@ -184,39 +184,156 @@ pub fn write_tensors(path: &Path, tensors: Vec<(String, OutTensor)>) -> Result<(
         .collect();
     for (name, dt, shape, data) in &owned {
         let view = safetensors::tensor::TensorView::new(*dt, shape.clone(), data)
-            .map_err(|e| Error::tensor(name, format!("cannot serialise: {e:?}")))?;
+            .map_err(|e| Error::tensor(name, format!("cannot serialise: {e}")))?;
         views.push((name.clone(), view));
     }
     let bytes = safetensors::serialize(views, None::<HashMap<String, String>>).map_err(|e| {
         Error::Safetensors {
             path: path.into(),
-            message: format!("cannot serialise: {e:?}"),
+            message: format!("cannot serialise: {e}"),
         }
     })?;
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` via a temporary sibling file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
+/// Checks, before any work, that `path` can receive an output: its directory exists and is
+/// writable, and `path` is absent or a regular file (a directory, a device node, a FIFO or a symbolic
+/// link, even one to a regular file, is refused rather than replaced or followed).
+pub fn check_output(path: &Path) -> Result<()> {
+    let refuse = |why: String| Error::io(path, std::io::Error::other(why));
+    let name = path.file_name().filter(|n| *n != "." && *n != "..");
+    if name.is_none() {
+        return Err(refuse("not a file path".into()));
+    }
+    let dir = output_dir(path);
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(refuse(format!("{} is not a directory", dir.display()))),
+        Err(e) => {
+            return Err(refuse(format!(
+                "the output directory {} cannot be used: {e}",
+                dir.display()
+            )))
+        }
+    }
+    if !writable_dir(dir) {
+        return Err(refuse(format!(
+            "the output directory {} is not writable",
+            dir.display()
+        )));
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+        Ok(m) if m.file_type().is_file() => Ok(()),
+        Ok(m) => Err(refuse(format!(
+            "exists and is {}, not a regular file; refusing to replace it",
+            file_kind(&m.file_type())
+        ))),
+    }
+}
+
+fn output_dir(path: &Path) -> &Path {
+    path.parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| {
-        Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
-        )
-    })?;
-    let tmp: PathBuf = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+        .unwrap_or(Path::new("."))
+}
+
+fn writable_dir(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+/// 64 unpredictable bits for temporary names (the kernel's generator; a keyed hash of the time if
+/// that fails).
+fn random_suffix() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: writes at most 8 bytes into `buf`.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n == 8 {
+        return u64::from_ne_bytes(buf);
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// The process's umask, read without changing it (`/proc/self/status`); 022 when unknown.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// Writes `bytes` to `path` atomically: into a temporary file created exclusively (`O_EXCL`,
+/// `O_NOFOLLOW`, an unpredictable name, mode 0600) in the target's directory, synced, given its final
+/// mode (the replaced file's, else 0666 less the umask), then renamed over the target. The target
+/// must pass [`check_output`]; a failure leaves no file behind.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    check_output(path)?;
+    let dir = output_dir(path);
+    let name = path.file_name().expect("checked by check_output");
+    let mode = match std::fs::symlink_metadata(path) {
+        Ok(m) => m.permissions().mode() & 0o7777,
+        Err(_) => 0o666 & !umask(),
+    };
+    let (mut file, tmp) = loop {
+        let tmp: PathBuf = dir.join(format!(
+            ".{}.{:016x}.tmp",
+            name.to_string_lossy(),
+            random_suffix()
+        ));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(f) => break (f, tmp),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    };
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        drop(file);
         std::fs::rename(&tmp, path)
     })();
     if let Err(e) = result {

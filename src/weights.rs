@@ -245,7 +245,7 @@ impl Checkpoint {
             let (header_len, metadata) =
                 SafeTensors::read_metadata(file.bytes()).map_err(|e| Error::Safetensors {
                     path: path.clone(),
-                    message: describe_safetensors_error(&e),
+                    message: describe_safetensors_error(&e, file.bytes()),
                 })?;
             let base = 8 + header_len;
             for (name, info) in metadata.tensors() {
@@ -273,6 +273,40 @@ impl Checkpoint {
             files.push(file);
         }
         Ok(Checkpoint { tensors, files })
+    }
+
+    /// The number of layers `prefix0.`, `prefix1.`, ... present as a run from 0 (names such as
+    /// `model.text_model.layers.7.mlp...`); a gap ends the run.
+    pub fn layers_present(&self, prefix: &str) -> usize {
+        let mut seen = std::collections::BTreeSet::new();
+        for name in self.tensors.keys() {
+            if let Some(rest) = name.strip_prefix(prefix) {
+                if let Some(n) = rest.split('.').next().and_then(|n| n.parse::<usize>().ok()) {
+                    seen.insert(n);
+                }
+            }
+        }
+        (0..).take_while(|l| seen.contains(l)).count()
+    }
+
+    /// The first tensor (by name) holding a NaN or an infinity, read from the raw bits; tensors of
+    /// dtypes the engine does not read are skipped. Scans every weight: for diagnosis only.
+    pub fn first_nonfinite(&self) -> Option<&str> {
+        self.tensors.values().find_map(|t| {
+            let b = t.bytes();
+            let bad = match t.dtype.as_ref().ok()? {
+                DType::BF16 => b
+                    .chunks_exact(2)
+                    .any(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7f80 == 0x7f80),
+                DType::F16 => b
+                    .chunks_exact(2)
+                    .any(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 == 0x7c00),
+                DType::F32 => b.chunks_exact(4).any(|c| {
+                    u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x7f80_0000 == 0x7f80_0000
+                }),
+            };
+            bad.then_some(t.name.as_str())
+        })
     }
 
     /// Looks a tensor up by name.
@@ -334,15 +368,108 @@ impl Checkpoint {
     }
 }
 
-fn describe_safetensors_error(e: &safetensors::SafeTensorError) -> String {
+/// A safetensors error in words. The crate's variants for inconsistent offsets and shapes do not say
+/// which tensor is at fault (or name its neighbour), so the header is read again to find it.
+pub fn describe_safetensors_error(e: &safetensors::SafeTensorError, bytes: &[u8]) -> String {
     use safetensors::SafeTensorError as E;
     match e {
-        E::MetadataIncompleteBuffer => {
-            "the data length does not match the header (truncated or damaged file)".into()
+        E::HeaderTooSmall | E::InvalidHeaderLength => {
+            "the header is cut short or its length is wrong (truncated or damaged file)".into()
         }
-        E::InvalidHeaderLength | E::HeaderTooSmall => {
-            format!("{e:?}: the header is cut short (truncated or damaged file)")
+        E::HeaderTooLarge => "the header is larger than 100 MB".into(),
+        E::InvalidHeader(_) => "the header is not valid UTF-8".into(),
+        E::InvalidHeaderDeserialization(err) | E::JsonError(err) => {
+            format!("the header is not a valid tensor table: {err}")
         }
-        other => format!("{other:?}"),
+        E::TensorNotFound(name) => format!("tensor `{name}` is not in the file"),
+        E::MisalignedSlice => "a tensor's data does not fall on whole bytes".into(),
+        E::IoError(err) => err.to_string(),
+        E::InvalidTensorView(dtype, shape, len) => {
+            format!("a {dtype:?} tensor of shape {shape:?} cannot hold {len} bytes")
+        }
+        E::MetadataIncompleteBuffer
+        | E::TensorInvalidInfo
+        | E::InvalidOffset(_)
+        | E::ValidationOverflow => diagnose_header(bytes).unwrap_or_else(|| match e {
+            E::MetadataIncompleteBuffer => {
+                "the data length does not match the header (truncated or damaged file)".into()
+            }
+            E::InvalidOffset(name) => {
+                format!("the data offsets of tensor `{name}` do not follow the previous tensor's")
+            }
+            E::ValidationOverflow => "a tensor's shape overflows its size".into(),
+            _ => "a tensor's shape, dtype and data offsets disagree".into(),
+        }),
     }
+}
+
+/// Names the first tensor whose shape, dtype and offsets disagree, or the data length the header
+/// does not cover; `None` when the header cannot be read or shows no such fault.
+fn diagnose_header(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let data_len = bytes.len() - 8 - n;
+    let mut entries: Vec<(&str, usize, usize, u64)> = Vec::new();
+    for (name, info) in header.as_object()? {
+        if name == "__metadata__" {
+            continue;
+        }
+        let offsets = info.get("data_offsets")?.as_array()?;
+        let (start, end) = (
+            offsets.first()?.as_u64()? as usize,
+            offsets.get(1)?.as_u64()? as usize,
+        );
+        let size: u64 = match info.get("dtype")?.as_str()? {
+            "F64" | "I64" | "U64" => 8,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            _ => 1,
+        };
+        let mut numel: u64 = 1;
+        for d in info.get("shape")?.as_array()? {
+            match numel.checked_mul(d.as_u64()?) {
+                Some(v) => numel = v,
+                None => {
+                    return Some(format!(
+                        "tensor `{name}`: its shape {} overflows",
+                        info.get("shape")?
+                    ))
+                }
+            }
+        }
+        let Some(bytes_needed) = numel.checked_mul(size) else {
+            return Some(format!("tensor `{name}`: its size overflows"));
+        };
+        entries.push((name.as_str(), start, end, bytes_needed));
+    }
+    entries.sort_by_key(|&(_, s, e, _)| (s, e));
+    let mut prev: Option<(&str, usize)> = None;
+    for &(name, start, end, needed) in &entries {
+        let expected = prev.map_or(0, |(_, e)| e);
+        if start != expected {
+            let after = prev.map_or("the start of the data".to_string(), |(p, _)| {
+                format!("`{p}`")
+            });
+            return Some(format!(
+                "tensor `{name}`: its data starts at byte {start} but {after} ends at byte {expected} \
+                 (a tensor's entry was removed from the header, or the offsets are damaged)"
+            ));
+        }
+        if end < start || (end - start) as u64 != needed {
+            return Some(format!(
+                "tensor `{name}`: its shape and dtype need {needed} bytes but its data offsets \
+                 [{start}, {end}] give {}",
+                end.saturating_sub(start)
+            ));
+        }
+        prev = Some((name, end));
+    }
+    let covered = prev.map_or(0, |(_, e)| e);
+    (covered != data_len).then(|| {
+        format!(
+            "the tensors cover {covered} bytes of data but the file holds {data_len} \
+             (truncated or damaged file)"
+        )
+    })
 }

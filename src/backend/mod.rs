@@ -159,10 +159,11 @@ pub trait Backend: Send + Sync {
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor>;
     /// Copies a tensor out to the host.
     fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
-    /// The column of the largest value in the last row of `x` (the first on ties; NaN never wins, as
-    /// in [`crate::generate::argmax`]): greedy decoding's choice from the logits, so that a device
-    /// sends one token id to the host per step instead of a row of logits.
-    fn argmax_last(&self, x: &Self::Tensor) -> Result<u32>;
+    /// The column of the largest value in the last row of `x` (the first on ties, as in
+    /// [`crate::generate::argmax`]), or `None` when that row holds a NaN or an infinity: greedy
+    /// decoding's choice from the logits, so that a device sends one token id to the host per step
+    /// instead of a row of logits, and broken logits are still noticed.
+    fn argmax_last(&self, x: &Self::Tensor) -> Result<Option<u32>>;
     /// `(rows, cols)` of a tensor.
     fn dims(&self, t: &Self::Tensor) -> (usize, usize);
     /// An empty key or value cache of `cols` columns with room for `capacity` rows. A device may

@@ -15,6 +15,13 @@ pub use processor::{ImageProcessorConfig, ProcessorConfig, ResizeTarget};
 
 use crate::error::{Error, Result};
 
+/// The largest integer a configuration field may hold (2²⁴): above every real width, vocabulary,
+/// layer count or context length, small enough that sizes built from them cannot overflow.
+pub const MAX_CONFIG_INTEGER: u64 = 1 << 24;
+
+/// The largest `image_size` and `patch_size` of the vision encoder (2¹⁶ pixels).
+pub const MAX_IMAGE_SIDE: usize = 1 << 16;
+
 /// The SigLIP-style vision encoder's settings (`vision_config`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisionConfig {
@@ -305,6 +312,14 @@ fn resolve_vision(f: &Fields) -> Result<VisionConfig> {
             ),
         ));
     }
+    for (name, value) in [("image_size", v.image_size), ("patch_size", v.patch_size)] {
+        if value > MAX_IMAGE_SIDE {
+            return Err(f.err(
+                name,
+                format!("{value} exceeds the largest supported value, {MAX_IMAGE_SIDE}"),
+            ));
+        }
+    }
     if v.image_size < v.patch_size {
         return Err(f.err(
             "image_size",
@@ -545,9 +560,16 @@ impl<'a> Fields<'a> {
     pub(crate) fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
-                self.err(key, format!("expected a non-negative integer, found {v}"))
-            }),
+            Some(v) => match v.as_u64() {
+                None => Err(self.err(key, format!("expected a non-negative integer, found {v}"))),
+                // Sizes multiply into tensor shapes and buffer lengths: bounding each keeps every
+                // product of two or three of them far from overflow.
+                Some(n) if n > MAX_CONFIG_INTEGER => Err(self.err(
+                    key,
+                    format!("{n} exceeds the largest supported value, {MAX_CONFIG_INTEGER}"),
+                )),
+                Some(n) => Ok(Some(n as usize)),
+            },
         }
     }
 

@@ -89,13 +89,52 @@ impl<B: Backend> Idefics3<B> {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
             ));
         }
-        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let config_path = dir.join("config.json");
+        if !config_path.exists()
+            && !dir.join("model.safetensors").exists()
+            && !dir.join("model.safetensors.index.json").exists()
+        {
+            return Err(Error::io(
+                dir,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "not an Idefics3 checkpoint: the directory has no config.json and no \
+                     model.safetensors or model.safetensors.index.json",
+                ),
+            ));
+        }
+        let config = ModelConfig::from_file(&config_path)?;
         let checkpoint = Checkpoint::open_dir(dir)?;
         Self::from_parts(config, checkpoint, backend)
     }
 
     /// Builds the model from a resolved configuration and opened weights.
     pub fn from_parts(config: ModelConfig, checkpoint: Checkpoint, backend: B) -> Result<Self> {
+        // The expected-tensor list grows with the layer counts: check them against the weights
+        // first, so that a hostile count cannot make the list itself exhaust memory.
+        for (field, layers, prefix) in [
+            (
+                "text_config.num_hidden_layers",
+                config.text.num_hidden_layers,
+                text::LAYER_PREFIX,
+            ),
+            (
+                "vision_config.num_hidden_layers",
+                config.vision.num_hidden_layers,
+                vision::LAYER_PREFIX,
+            ),
+        ] {
+            let present = checkpoint.layers_present(prefix);
+            if layers > present {
+                return Err(Error::Config {
+                    file: "config.json".into(),
+                    field: field.into(),
+                    message: format!(
+                        "{layers} layers, but the weights hold {present} ({prefix}N.* tensors)"
+                    ),
+                });
+            }
+        }
         checkpoint.validate(&expected_tensors(&config), ignorable(&config))?;
         let vision = vision::VisionTower::load(&backend, &checkpoint, &config.vision)?;
         let connector = connector::Connector::load(&backend, &checkpoint, &config)?;
@@ -299,13 +338,34 @@ impl<B: Backend> Idefics3<B> {
     }
 
     /// [`Idefics3::decode_step`] followed by greedy choice on the backend: only the chosen id
-    /// leaves the device.
-    pub fn decode_step_greedy(&self, id: u32, cache: &mut KvCache<B>) -> Result<u32> {
+    /// leaves the device (`None`: the logits were not finite, see [`Idefics3::nonfinite_logits`]).
+    pub fn decode_step_greedy(&self, id: u32, cache: &mut KvCache<B>) -> Result<Option<u32>> {
         let b = &self.backend;
         self.check_ids(&[id])?;
         let x = self.text.embed(b, &[id])?;
         let hidden = self.text.forward(b, x, cache)?;
         b.argmax_last(&self.text.logits(b, &hidden)?)
+    }
+
+    /// Refuses logits holding a NaN or an infinity (`what` says where they came from), naming the
+    /// first weight tensor that holds one when there is such a tensor (a scan made only then).
+    pub fn check_logits(&self, logits: &[f32], what: &str) -> Result<()> {
+        if logits.iter().all(|v| v.is_finite()) {
+            return Ok(());
+        }
+        Err(self.nonfinite_logits(what))
+    }
+
+    /// The error for non-finite logits (`what` says where they came from), naming the first weight
+    /// tensor that holds a NaN or an infinity when there is one (a scan made only then).
+    pub fn nonfinite_logits(&self, what: &str) -> Error {
+        let cause = match self._checkpoint.first_nonfinite() {
+            Some(name) => format!("the weight tensor `{name}` holds NaN or infinite values"),
+            None => "every weight is finite, so the activations overflowed".into(),
+        };
+        Error::input(format!(
+            "the model produced non-finite logits {what}: {cause}"
+        ))
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<()> {

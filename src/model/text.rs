@@ -6,6 +6,8 @@ use crate::config::TextConfig;
 use crate::error::Result;
 use crate::weights::{Checkpoint, ExpectedTensor};
 
+/// Names of the layers' tensors start with this and the layer number.
+pub const LAYER_PREFIX: &str = "model.text_model.layers.";
 const PREFIX: &str = "model.text_model";
 /// Name of the token embedding matrix.
 pub const EMBED: &str = "model.text_model.embed_tokens.weight";

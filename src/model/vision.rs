@@ -6,6 +6,8 @@ use crate::config::VisionConfig;
 use crate::error::Result;
 use crate::weights::{Checkpoint, ExpectedTensor};
 
+/// Names of the layers' tensors start with this and the layer number.
+pub const LAYER_PREFIX: &str = "model.vision_model.encoder.layers.";
 const PREFIX: &str = "model.vision_model";
 
 struct Linear<B: Backend> {

@@ -7,6 +7,7 @@
 //! palette level (so transparent pixels keep their palette colour, as in Pillow); PNG, WebP and BMP
 //! through the `image` crate.
 
+use std::ffi::c_int;
 use std::io::Cursor;
 use std::path::Path;
 
@@ -36,11 +37,12 @@ impl RgbImage {
     /// Wraps raw RGB8 pixels, checking the size.
     pub fn from_raw(width: usize, height: usize, data: Vec<u8>) -> Result<Self> {
         check_size(width as u64, height as u64, "raw RGB image")?;
-        if data.len() != width * height * 3 {
+        // Below the pixel limit, so the product cannot overflow.
+        let needed = width * height * 3;
+        if data.len() != needed {
             return Err(Error::input(format!(
-                "raw RGB image: {} bytes given for {width}×{height} pixels (expected {})",
+                "raw RGB image: {} bytes given for {width}×{height} pixels (expected {needed})",
                 data.len(),
-                width * height * 3
             )));
         }
         Ok(RgbImage {
@@ -70,11 +72,14 @@ fn check_size(w: u64, h: u64, what: &str) -> Result<()> {
             "{what}: the image is empty ({w}×{h} pixels)"
         )));
     }
-    if w * h > MAX_PIXELS {
-        return Err(Error::input(format!(
-            "{what}: {w}×{h} = {} pixels exceeds the limit of {MAX_PIXELS} (a possible decompression bomb)",
-            w * h
-        )));
+    match w.checked_mul(h) {
+        Some(n) if n <= MAX_PIXELS => {}
+        n => {
+            let n = n.map_or_else(|| "more than 2⁶⁴".to_string(), |n| n.to_string());
+            return Err(Error::input(format!(
+                "{what}: {w}×{h} = {n} pixels exceeds the limit of {MAX_PIXELS} (a possible decompression bomb)"
+            )));
+        }
     }
     Ok(())
 }
@@ -110,8 +115,66 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
     Error::input(format!("{what}: cannot decode the image: {e}"))
 }
 
+/// libjpeg's fatal errors unwind (as the `mozjpeg` crate's own handler does) with the message.
+extern "C-unwind" fn jpeg_error_exit(cinfo: &mut mozjpeg_sys::jpeg_common_struct) {
+    let msg = jpeg_message(cinfo);
+    std::panic::resume_unwind(Box::new(msg));
+}
+
+/// libjpeg reports data that ends early only as a warning (`JWRN_JPEG_EOF`, "Premature end of JPEG
+/// file") and goes on decoding made-up data; Pillow refuses such a file as truncated, and so do we.
+/// Other warnings (extraneous bytes between markers, ...) Pillow ignores too.
+extern "C-unwind" fn jpeg_emit_message(cinfo: &mut mozjpeg_sys::jpeg_common_struct, level: c_int) {
+    // SAFETY: libjpeg calls this with its own error manager installed.
+    let code = unsafe { (*cinfo.err).msg_code };
+    if level < 0 && code == mozjpeg_sys::JWRN_JPEG_EOF as c_int {
+        std::panic::resume_unwind(Box::new(TRUNCATED.to_string()));
+    }
+}
+
+/// Pillow's words for a file whose data ends early.
+const TRUNCATED: &str = "image file is truncated";
+
+fn jpeg_message(cinfo: &mut mozjpeg_sys::jpeg_common_struct) -> String {
+    // libjpeg writes at most JMSG_LENGTH_MAX (200) bytes, NUL included.
+    let mut buf = [0u8; 256];
+    // SAFETY: `err` is the manager installed by `decode_jpeg`; format_message writes a NUL-terminated
+    // message of at most 200 bytes into the buffer it is given (the binding's parameter type is a
+    // shared reference, hence the cast to the C signature).
+    unsafe {
+        let Some(fmt) = (*cinfo.err).format_message else {
+            return format!("libjpeg error {}", (*cinfo.err).msg_code);
+        };
+        let fmt: unsafe extern "C-unwind" fn(&mut mozjpeg_sys::jpeg_common_struct, *mut u8) =
+            std::mem::transmute(fmt);
+        fmt(cinfo, buf.as_mut_ptr());
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
 fn decode_jpeg(bytes: &[u8], what: &str) -> Result<RgbImage> {
+    std::panic::catch_unwind(|| decode_jpeg_unguarded(bytes, what)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "the image data is corrupt".into());
+        if msg == TRUNCATED {
+            Err(Error::input(format!("{what}: {TRUNCATED}")))
+        } else {
+            Err(corrupt(what, msg))
+        }
+    })
+}
+
+fn decode_jpeg_unguarded(bytes: &[u8], what: &str) -> Result<RgbImage> {
+    // SAFETY: jpeg_std_error fills every field of the zeroed manager.
+    let mut err: mozjpeg_sys::jpeg_error_mgr = unsafe { std::mem::zeroed() };
+    unsafe { mozjpeg_sys::jpeg_std_error(&mut err) };
+    err.error_exit = Some(jpeg_error_exit);
+    err.emit_message = Some(jpeg_emit_message);
     let d = mozjpeg::Decompress::builder()
+        .with_err(err)
         .with_markers(&[mozjpeg::Marker::APP(1)])
         .from_mem(bytes)
         .map_err(|e| corrupt(what, e))?;

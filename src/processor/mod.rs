@@ -34,6 +34,11 @@ pub struct Processor {
     chat_template: Option<String>,
     /// Special-token strings passed to the chat template (`bos_token`, `eos_token`, ...).
     template_vars: Value,
+    /// The model's context length (`max_position_embeddings`): longer prompts are refused.
+    context: usize,
+    /// Bytes of the longest vocabulary entry: a text of `n` bytes has at least
+    /// `n / longest_token` tokens, which bounds a prompt's length before it is tokenized.
+    longest_token: usize,
 }
 
 impl Processor {
@@ -50,10 +55,8 @@ impl Processor {
                 ),
             ));
         }
-        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| Error::Json {
-            path: tok_path.clone(),
-            message: format!("not a tokenizer: {e}"),
-        })?;
+        let bytes = std::fs::read(&tok_path).map_err(|e| Error::io(&tok_path, e))?;
+        let mut tokenizer = parse_tokenizer(&bytes, &tok_path)?;
         // The processor registers these as special tokens; checkpoints already have them.
         let specials: Vec<AddedToken> = [
             prompt::FAKE_IMAGE_TOKEN,
@@ -86,11 +89,20 @@ impl Processor {
             });
         }
         let template_vars = special_token_strings(dir)?;
+        let longest_token = tokenizer
+            .get_vocab(true)
+            .keys()
+            .map(String::len)
+            .max()
+            .unwrap_or(1)
+            .max(1);
         Ok(Processor {
             config,
             tokenizer,
             chat_template: prompt::find_chat_template(dir)?,
             template_vars,
+            context: model.text.max_position_embeddings,
+            longest_token,
         })
     }
 
@@ -154,24 +166,63 @@ impl Processor {
         (pixels, grids)
     }
 
+    /// The most images a prompt can hold: each needs at least its global view's tokens.
+    pub fn max_images(&self) -> usize {
+        self.context / (self.config.image_seq_len + 3).max(1)
+    }
+
     /// Expands `<image>` markers of an already rendered prompt for `images`, tokenizes it (special
-    /// tokens added as the processor does) and processes the images.
+    /// tokens added as the processor does) and processes the images. The prompt's length is checked
+    /// against the context before tokenizing (from the image sizes and the text's length) and after,
+    /// so that no pixel is resized for a prompt the model cannot take.
     pub fn encode(&self, text: &str, images: &[RgbImage]) -> Result<Encoded> {
-        let (pixels, grids) = if images.is_empty() {
-            (None, Vec::new())
-        } else {
-            let (p, g) = self.process_images(images);
-            (Some(p), g)
-        };
+        let ctx = self.context;
+        let grids: Vec<(usize, usize)> = images
+            .iter()
+            .map(|i| tiling::grid(i.width, i.height, &self.config.image))
+            .collect();
+        let image_tokens = grids.iter().try_fold(0usize, |sum, &(r, c)| {
+            let tiles = r.checked_mul(c)?.checked_add(1)?;
+            sum.checked_add(tiles.checked_mul(self.config.image_seq_len)?)
+        });
+        match image_tokens {
+            Some(n) if n < ctx => {}
+            n => {
+                let n = n.map_or_else(|| "more than 2⁶⁴".into(), |n| n.to_string());
+                return Err(Error::input(format!(
+                    "the {} image(s) need {n} image tokens but the model's context holds {ctx} \
+                     (max_position_embeddings)",
+                    images.len()
+                )));
+            }
+        }
         let expanded = prompt::expand_images(text, &grids, self.config.image_seq_len)?;
+        let at_least = expanded.len() / self.longest_token;
+        if at_least >= ctx {
+            return Err(Error::input(format!(
+                "the prompt is {} bytes long: at least {at_least} tokens, but the model's context \
+                 holds {ctx} (max_position_embeddings)",
+                expanded.len()
+            )));
+        }
         let enc = self
             .tokenizer
             .encode(expanded.as_str(), true)
             .map_err(|e| Error::input(format!("tokenization failed: {e}")))?;
-        Ok(Encoded {
-            input_ids: enc.get_ids().to_vec(),
-            pixels,
-        })
+        let input_ids = enc.get_ids().to_vec();
+        if input_ids.len() >= ctx {
+            return Err(Error::input(format!(
+                "the prompt has {} tokens but the model's context holds {ctx} \
+                 (max_position_embeddings): no room to generate",
+                input_ids.len()
+            )));
+        }
+        let pixels = if images.is_empty() {
+            None
+        } else {
+            Some(self.process_images(images).0)
+        };
+        Ok(Encoded { input_ids, pixels })
     }
 
     /// Decodes token ids to text.
@@ -179,6 +230,22 @@ impl Processor {
         self.tokenizer
             .decode(ids, skip_special_tokens)
             .map_err(|e| Error::input(format!("detokenization failed: {e}")))
+    }
+}
+
+/// Parses a `tokenizer.json` (`path` names it in errors). The tokenizers crate panics on some
+/// malformed files (found by fuzzing: a bad `decoder` value); that is an error here too.
+pub fn parse_tokenizer(bytes: &[u8], path: &Path) -> Result<Tokenizer> {
+    let not_a_tokenizer = |message: String| Error::Json {
+        path: path.to_path_buf(),
+        message: format!("not a tokenizer: {message}"),
+    };
+    match std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes)) {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(not_a_tokenizer(e.to_string())),
+        Err(_) => Err(not_a_tokenizer(
+            "the tokenizers library failed on this file (malformed contents)".into(),
+        )),
     }
 }
 

@@ -8,6 +8,9 @@ use minijinja::Environment;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::limits::{
+    MAX_CONTENT_ITEMS, MAX_CONVERSATION_BYTES, MAX_MESSAGES, MAX_RENDERED_BYTES, TEMPLATE_FUEL,
+};
 
 /// `<fake_token_around_image>`.
 pub const FAKE_IMAGE_TOKEN: &str = "<fake_token_around_image>";
@@ -87,6 +90,12 @@ pub fn render_chat(
             ))
         },
     );
+    // A checkpoint's template is code from a stranger: bound its instructions and its output.
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    // `a + b` on lists builds a lazy concatenation for free, and the built-in `length` walks it
+    // without charging fuel: doubling a list sixty times and taking its length never ends.
+    env.add_filter("length", bounded_length);
+    env.add_filter("count", bounded_length);
     env.add_template("chat", template)
         .map_err(|e| Error::input(format!("the chat template does not parse: {e}")))?;
     let tmpl = env.get_template("chat").expect("just added");
@@ -99,8 +108,67 @@ pub fn render_chat(
         "add_generation_prompt".into(),
         Value::Bool(add_generation_prompt),
     );
-    tmpl.render(minijinja::value::Serde(&ctx))
-        .map_err(|e| Error::input(format!("the chat template failed: {e}")))
+    let mut out = BoundedWriter(Vec::new());
+    match tmpl.render_captured_to(minijinja::value::Serde(&ctx), &mut out) {
+        Ok(_) => {}
+        Err(_) if out.0.len() > MAX_RENDERED_BYTES => {
+            return Err(Error::input(format!(
+                "the chat template's output exceeds {MAX_RENDERED_BYTES} bytes"
+            )))
+        }
+        Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => {
+            return Err(Error::input(format!(
+                "the chat template ran out of fuel: it needs more than {TEMPLATE_FUEL} \
+                 instructions for this conversation"
+            )))
+        }
+        Err(e) => return Err(Error::input(format!("the chat template failed: {e}"))),
+    }
+    String::from_utf8(out.0).map_err(|_| Error::input("the chat template produced invalid UTF-8"))
+}
+
+/// The most items `length` counts in a sequence that does not know its own length.
+const MAX_COUNTED_ITEMS: usize = 1_000_000;
+
+/// `length` / `count` that stops counting at [`MAX_COUNTED_ITEMS`].
+fn bounded_length(v: minijinja::Value) -> std::result::Result<usize, minijinja::Error> {
+    // `len` of a lazy iterable counts by walking it, uncharged: walk it here instead, with a cap.
+    if v.kind() != minijinja::value::ValueKind::Iterable {
+        if let Some(n) = v.len() {
+            return Ok(n);
+        }
+    }
+    let items = v.try_iter()?;
+    let mut n = 0;
+    for _ in items {
+        n += 1;
+        if n > MAX_COUNTED_ITEMS {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("length: the sequence has more than {MAX_COUNTED_ITEMS} items"),
+            ));
+        }
+    }
+    Ok(n)
+}
+
+/// Collects the rendered text, failing once it passes [`MAX_RENDERED_BYTES`] (the length is kept
+/// one past the bound so that the failure can be told apart from the template's own errors).
+struct BoundedWriter(Vec<u8>);
+
+impl std::io::Write for BoundedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.0.resize(MAX_RENDERED_BYTES + 1, 0);
+            return Err(std::io::Error::other("rendered prompt too large"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Checks messages against transformers' format and counts their image items.
@@ -108,6 +176,36 @@ pub fn count_image_items(messages: &Value) -> Result<usize> {
     let list = messages
         .as_array()
         .ok_or_else(|| Error::input("chat: expected a JSON list of messages"))?;
+    if list.len() > MAX_MESSAGES {
+        return Err(Error::input(format!(
+            "chat: {} messages exceed the limit of {MAX_MESSAGES}",
+            list.len()
+        )));
+    }
+    let (mut items, mut bytes) = (0usize, 0usize);
+    for m in list {
+        bytes += m.get("role").and_then(Value::as_str).map_or(0, str::len);
+        match m.get("content") {
+            Some(Value::String(s)) => bytes += s.len(),
+            Some(Value::Array(list)) => {
+                items += list.len();
+                for item in list {
+                    bytes += item.get("text").and_then(Value::as_str).map_or(0, str::len);
+                }
+            }
+            _ => {}
+        }
+    }
+    if items > MAX_CONTENT_ITEMS {
+        return Err(Error::input(format!(
+            "chat: {items} content items exceed the limit of {MAX_CONTENT_ITEMS}"
+        )));
+    }
+    if bytes > MAX_CONVERSATION_BYTES {
+        return Err(Error::input(format!(
+            "chat: {bytes} bytes of text exceed the limit of {MAX_CONVERSATION_BYTES}"
+        )));
+    }
     let mut n = 0;
     for (i, m) in list.iter().enumerate() {
         let role = m.get("role").and_then(Value::as_str);

@@ -104,6 +104,26 @@ fn to_tensor(img: &RgbImage, c: &ImageProcessorConfig) -> Vec<f32> {
     out
 }
 
+/// The crop grid `(rows, cols)` that [`process_image`] makes of a `width × height` image (`(0, 0)`:
+/// not split), from the sizes alone: the prompt's length is known before any pixel is resized.
+pub fn grid(width: usize, height: usize, c: &ImageProcessorConfig) -> (usize, usize) {
+    let m = c.max_image_size;
+    let (mut h, mut w) = (height, width);
+    if c.do_resize {
+        (h, w) = match c.size {
+            ResizeTarget::LongestEdge(l) => longest_edge_size(h, w, l),
+            ResizeTarget::Exact { height, width } => (height, width),
+        };
+    }
+    if c.do_image_splitting {
+        let (h, w) = vision_encoder_size(h, w, m);
+        if h > m || w > m {
+            return ((h - m) / m + 1, (w - m) / m + 1);
+        }
+    }
+    (0, 0)
+}
+
 /// Runs the image processor on one RGB image.
 pub fn process_image(img: &RgbImage, c: &ImageProcessorConfig) -> Tiles {
     let m = c.max_image_size;
@@ -169,6 +189,36 @@ mod tests {
     }
 
     #[test]
+    fn the_grid_from_sizes_matches_the_processed_tiles() {
+        let c = ImageProcessorConfig {
+            size: ResizeTarget::LongestEdge(12),
+            max_image_size: 4,
+            ..Default::default()
+        };
+        for (w, h) in [
+            (1, 1),
+            (3, 17),
+            (17, 3),
+            (4, 4),
+            (5, 4),
+            (12, 9),
+            (40, 7),
+            (2, 50),
+        ] {
+            let img = RgbImage {
+                width: w,
+                height: h,
+                data: vec![9; w * h * 3],
+                color_key: None,
+            };
+            let t = process_image(&img, &c);
+            assert_eq!(grid(w, h, &c), (t.rows, t.cols), "{w}×{h}");
+            let n = if t.rows == 0 { 1 } else { t.rows * t.cols + 1 };
+            assert_eq!(t.tiles.len(), n, "{w}×{h}");
+        }
+    }
+
+    #[test]
     fn extreme_aspect_ratios_stay_positive() {
         // int(1456 / 5000) = 0 is even, so it stays 0 until the final max(·, 1).
         assert_eq!(longest_edge_size(1, 5000, 1456), (1, 1456));
@@ -192,6 +242,7 @@ mod tests {
         };
         let t = process_image(&img, &c);
         assert_eq!((t.rows, t.cols, t.tiles.len()), (1, 2, 3));
+        assert_eq!(grid(8, 4, &c), (1, 2));
         // Second crop's red channel, first row: pixels x = 4..8 of row 0.
         let want: Vec<f32> = (4..8)
             .map(|i| (((i * 7) as f64 / 255.0) as f32 - 0.5) / 0.5)

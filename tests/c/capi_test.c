@@ -19,6 +19,10 @@
     }                                                                              \
   } while (0)
 
+/* The last error must mention `needle`. */
+#define EXPECT_MESSAGE(needle)                                                     \
+  CHECK(strstr(idefics3_last_error(), (needle)) != NULL, "message lacks \"%s\"", (needle))
+
 #define EXPECT_CODE(call, code)                                                    \
   do {                                                                             \
     int rc_ = (call);                                                              \
@@ -119,6 +123,7 @@ int main(int argc, char **argv) {
   raw.rgb = rgb;
   raw.width = 40;
   raw.height = 30;
+  raw.len = sizeof rgb;
   req.images = &raw;
   char *rgb_text = generate(model, &req, NULL, NULL);
   printf("rgb\t%s\n", rgb_text);
@@ -173,6 +178,13 @@ int main(int argc, char **argv) {
   ascend.backend = IDEFICS3_BACKEND_ASCEND;
   EXPECT_CODE(idefics3_model_load(dir, &ascend, &none), IDEFICS3_ERR_DEVICE);
   CHECK(strstr(idefics3_last_error(), "Ascend") != NULL, "device error without a name");
+  /* Hostile thread counts are refused before any thread starts. */
+  bad_opts.dtype = 0;
+  bad_opts.threads = UINT32_MAX;
+  EXPECT_CODE(idefics3_model_load(dir, &bad_opts, &none), IDEFICS3_ERR_INVALID_ARGUMENT);
+  EXPECT_MESSAGE("threads");
+  bad_opts.threads = 30000;
+  EXPECT_CODE(idefics3_model_load(dir, &bad_opts, &none), IDEFICS3_ERR_INVALID_ARGUMENT);
   CHECK(none == NULL, "a failed load left a model");
 
   char *out = NULL;
@@ -210,6 +222,41 @@ int main(int argc, char **argv) {
   flat.height = 30;
   bad.images = &flat;
   EXPECT_CODE(idefics3_generate(model, &bad, NULL, NULL, &out), IDEFICS3_ERR_INVALID_ARGUMENT);
+  /* Hostile raw images: len is the size of the rgb buffer and must be width*height*3; nothing is read
+   * before that holds (valgrind would report a read past the 300-byte buffer). */
+  unsigned char *small = malloc(300);
+  memset(small, 7, 300);
+  Idefics3Image short_rgb = {0};
+  short_rgb.rgb = small;
+  short_rgb.len = 300;
+  short_rgb.width = 64;
+  short_rgb.height = 64;
+  bad.images = &short_rgb;
+  EXPECT_CODE(idefics3_generate(model, &bad, NULL, NULL, &out), IDEFICS3_ERR_INVALID_ARGUMENT);
+  EXPECT_MESSAGE("12288");
+  short_rgb.len = 0; /* len left unset */
+  EXPECT_CODE(idefics3_generate(model, &bad, NULL, NULL, &out), IDEFICS3_ERR_INVALID_ARGUMENT);
+  short_rgb.len = 3;
+  short_rgb.width = 65536;
+  short_rgb.height = 65536;
+  EXPECT_CODE(idefics3_generate(model, &bad, NULL, NULL, &out), IDEFICS3_ERR_INVALID_ARGUMENT);
+  EXPECT_MESSAGE("exceeds the limit");
+  short_rgb.width = UINT32_MAX;
+  short_rgb.height = UINT32_MAX;
+  short_rgb.len = SIZE_MAX;
+  EXPECT_CODE(idefics3_generate(model, &bad, NULL, NULL, &out), IDEFICS3_ERR_INVALID_ARGUMENT);
+  EXPECT_MESSAGE("exceeds the limit");
+  /* Two sources for one image: refused, not silently resolved. */
+  Idefics3Image two_sources = raw;
+  two_sources.path = image_path;
+  bad.images = &two_sources;
+  EXPECT_CODE(idefics3_generate(model, &bad, NULL, NULL, &out), IDEFICS3_ERR_INVALID_ARGUMENT);
+  EXPECT_MESSAGE("path and rgb");
+  two_sources = from_memory;
+  two_sources.rgb = rgb;
+  EXPECT_CODE(idefics3_generate(model, &bad, NULL, NULL, &out), IDEFICS3_ERR_INVALID_ARGUMENT);
+  EXPECT_MESSAGE("data and rgb");
+  free(small);
   Idefics3Image empty = {0};
   bad.images = &empty;
   EXPECT_CODE(idefics3_generate(model, &bad, NULL, NULL, &out), IDEFICS3_ERR_NULL_ARGUMENT);

@@ -161,15 +161,26 @@ pub struct CpuBackend {
     pool: pool::ThreadPool,
 }
 
+/// The thread count a backend runs on: `None` is one per available core; more than the available
+/// cores is refused (workers spin between regions, so oversubscription only slows decoding down, and
+/// tens of thousands of threads exhaust the process's limits).
+pub fn resolve_threads(threads: Option<usize>) -> Result<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match threads {
+        None => Ok(cores),
+        Some(0) => Err(Error::input("threads must be at least 1")),
+        Some(t) if t > cores => Err(Error::input(format!(
+            "{t} threads requested but this machine has {cores} cores available: use at most {cores}"
+        ))),
+        Some(t) => Ok(t),
+    }
+}
+
 impl CpuBackend {
     /// A backend computing with activations in `act`, on `threads` threads (`None`: one per core).
     pub fn new(act: ActDtype, threads: Option<usize>) -> Result<Self> {
         keep_large_allocations();
-        let threads = match threads {
-            Some(0) => return Err(Error::input("--threads must be at least 1")),
-            Some(t) => t,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
+        let threads = resolve_threads(threads)?;
         let pool = pool::ThreadPool::new(threads)
             .map_err(|e| Error::input(format!("cannot start the thread pool: {e}")))?;
         Ok(CpuBackend { act, pool })
@@ -327,11 +338,15 @@ impl Backend for CpuBackend {
         Ok(t.data.clone())
     }
 
-    fn argmax_last(&self, x: &CpuTensor) -> Result<u32> {
+    fn argmax_last(&self, x: &CpuTensor) -> Result<Option<u32>> {
         check(x.rows > 0 && x.cols > 0, "argmax_last", || {
             format!("empty tensor [{}, {}]", x.rows, x.cols)
         })?;
-        Ok(crate::generate::argmax(&x.data[(x.rows - 1) * x.cols..]))
+        let row = &x.data[(x.rows - 1) * x.cols..];
+        Ok(row
+            .iter()
+            .all(|v| v.is_finite())
+            .then(|| crate::generate::argmax(row)))
     }
 
     fn dims(&self, t: &CpuTensor) -> (usize, usize) {
@@ -826,12 +841,17 @@ mod tests {
     fn argmax_last_reads_the_last_row_like_argmax() {
         let b = backend();
         let x = b
-            .upload(&[0.0, 9.0, 0.0, 1.0, 3.0, f32::NAN, 3.0, 2.0], 2, 4)
+            .upload(&[0.0, 9.0, 0.0, 1.0, 3.0, 1.0, 3.0, 2.0], 2, 4)
             .unwrap();
-        // Row 0's 9 is ignored; in row 1 the first 3 wins the tie and NaN never wins.
-        assert_eq!(b.argmax_last(&x).unwrap(), 0);
+        // Row 0's 9 is ignored; in row 1 the first 3 wins the tie.
+        assert_eq!(b.argmax_last(&x).unwrap(), Some(0));
         let y = b.upload(&[0.0, -1.0, 5.0, 5.0], 1, 4).unwrap();
-        assert_eq!(b.argmax_last(&y).unwrap(), 2);
+        assert_eq!(b.argmax_last(&y).unwrap(), Some(2));
+        // A NaN or an infinity in the last row is reported, not chosen around.
+        for bad in [f32::NAN, f32::INFINITY] {
+            let z = b.upload(&[0.0, bad, 1.0, 2.0], 1, 4).unwrap();
+            assert_eq!(b.argmax_last(&z).unwrap(), None);
+        }
         assert!(b.argmax_last(&b.upload(&[], 0, 4).unwrap()).is_err());
     }
 
