@@ -23,6 +23,8 @@ fn model() -> &'static Model {
         let opts = Idefics3LoadOptions {
             dtype: IDEFICS3_DTYPE_F32,
             threads: 1,
+            backend: IDEFICS3_BACKEND_CPU,
+            device: 0,
         };
         let mut m = std::ptr::null_mut();
         let rc = unsafe { idefics3_model_load(dir.as_ptr(), &opts, &mut m) };
