@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::backend::{ascend::AscendDevice, cpu::CpuBackend, ActDtype, BackendKind};
+use crate::backend::ascend::{AscendBackend, AscendDevice};
+use crate::backend::{cpu::CpuBackend, ActDtype, BackendKind};
 use crate::config::GenerationConfig;
 use crate::error::{Error, Result};
 use crate::generate::{generate, SamplingParams, StopReason, Timings};
@@ -37,9 +38,59 @@ impl Default for EngineOptions {
     }
 }
 
+/// A model on the backend it was loaded on. Code that runs the model is generic over
+/// [`crate::backend::Backend`]; [`with_model!`](crate::with_model) picks the instance.
+// One model per engine, built once and never moved in a hot path: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Model {
+    /// On the CPU backend.
+    Cpu(Idefics3<CpuBackend>),
+    /// On an Ascend NPU.
+    Ascend(Idefics3<AscendBackend>),
+}
+
+/// Runs `$body` with `$m` bound to the [`crate::model::Idefics3`] inside a [`Model`], whatever its
+/// backend: `with_model!(&model, m => m.config().text.vocab_size)`.
+#[macro_export]
+macro_rules! with_model {
+    ($model:expr, $m:ident => $body:expr) => {
+        match $model {
+            $crate::engine::Model::Cpu($m) => $body,
+            $crate::engine::Model::Ascend($m) => $body,
+        }
+    };
+}
+
+impl Model {
+    /// The resolved configuration.
+    pub fn config(&self) -> &crate::config::ModelConfig {
+        with_model!(self, m => m.config())
+    }
+
+    /// Which backend runs the model.
+    pub fn backend_kind(&self) -> BackendKind {
+        match self {
+            Model::Cpu(_) => BackendKind::Cpu,
+            Model::Ascend(_) => BackendKind::Ascend,
+        }
+    }
+
+    /// A line describing where the model runs (e.g. "cpu, 2 threads" or "ascend device 0
+    /// (Ascend910B3)").
+    pub fn placement(&self) -> String {
+        match self {
+            Model::Cpu(m) => format!("cpu, {} threads", m.backend().threads()),
+            Model::Ascend(m) => {
+                let d = m.backend().device();
+                format!("ascend device {} ({})", d.device(), d.soc())
+            }
+        }
+    }
+}
+
 /// Loads a checkpoint's model on the backend `opts` chooses. The device is opened first, so that a
 /// missing runtime or a bad device fails before any weight is read.
-pub fn load_model(dir: &Path, opts: &EngineOptions) -> Result<Idefics3<CpuBackend>> {
+pub fn load_model(dir: &Path, opts: &EngineOptions) -> Result<Model> {
     match opts.backend {
         BackendKind::Cpu => {
             if opts.device != 0 {
@@ -49,16 +100,17 @@ pub fn load_model(dir: &Path, opts: &EngineOptions) -> Result<Idefics3<CpuBacken
                     opts.device
                 )));
             }
-            Idefics3::load(dir, CpuBackend::new(opts.dtype, opts.threads)?)
+            Ok(Model::Cpu(Idefics3::load(
+                dir,
+                CpuBackend::new(opts.dtype, opts.threads)?,
+            )?))
         }
         BackendKind::Ascend => {
             let dev = AscendDevice::open(opts.device)?;
-            Err(Error::Unsupported(format!(
-                "the Ascend runtime loaded and device {} ({}) opened, but the Ascend backend's op set \
-                 is not implemented yet; use --backend cpu",
-                dev.device(),
-                dev.soc()
-            )))
+            Ok(Model::Ascend(Idefics3::load(
+                dir,
+                AscendBackend::new(dev, opts.dtype)?,
+            )?))
         }
     }
 }
@@ -90,7 +142,7 @@ pub struct Answer {
 /// A loaded checkpoint ready to answer.
 pub struct Engine {
     dir: PathBuf,
-    model: Idefics3<CpuBackend>,
+    model: Model,
     processor: Processor,
     generation: GenerationConfig,
     stop_ids: Vec<u32>,
@@ -127,7 +179,7 @@ impl Engine {
     }
 
     /// The model.
-    pub fn model(&self) -> &Idefics3<CpuBackend> {
+    pub fn model(&self) -> &Model {
         &self.model
     }
 
@@ -182,21 +234,22 @@ impl Engine {
     ) -> Result<Answer> {
         let mut stream = TextStream::new(self.processor.tokenizer());
         let mut stream_err = None;
-        let gen = generate(
-            &self.model,
+        let on_id = |id| match stream.push(id) {
+            Ok(Some(piece)) => on_text(&piece),
+            Ok(None) => true,
+            Err(e) => {
+                stream_err = Some(e);
+                false
+            }
+        };
+        let gen = with_model!(&self.model, m => generate(
+            m,
             &encoded.input_ids,
             encoded.pixels.as_ref(),
             params,
             &self.stop_ids,
-            |id| match stream.push(id) {
-                Ok(Some(piece)) => on_text(&piece),
-                Ok(None) => true,
-                Err(e) => {
-                    stream_err = Some(e);
-                    false
-                }
-            },
-        )?;
+            on_id,
+        ))?;
         if let Some(e) = stream_err {
             return Err(e);
         }

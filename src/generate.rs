@@ -260,7 +260,7 @@ pub fn generate<B: Backend>(
     let pre = model.prefill(ids, pixels, &mut cache, false)?;
     model.check_logits(&pre.logits, "after the prompt")?;
     let mut timings = Timings {
-        vision_s: pre.vision_s,
+        vision_s: pre.vision_seconds(model.backend())?,
         prefill_s: start.elapsed().as_secs_f64(),
         ..Default::default()
     };

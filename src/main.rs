@@ -419,13 +419,13 @@ fn run_forward(a: ForwardArgs) -> anyhow::Result<()> {
     let inputs = read_inputs(&a.inputs)?;
     let model = load_model(&a.model, &a.device.options(a.dtype))?;
     let n_new = a.greedy.unwrap_or(0);
-    let res = greedy(
-        &model,
+    let res = idefics3::with_model!(&model, m => greedy(
+        m,
         &inputs.input_ids,
         inputs.pixels.as_ref(),
         n_new,
         true,
-    )?;
+    ))?;
     let vocab = model.config().text.vocab_size;
     let hidden = model.config().text.hidden_size;
     let len = inputs.input_ids.len();
@@ -469,29 +469,55 @@ fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
         runs: a.runs,
         warmup: a.warmup,
     };
-    let threads = engine.model().backend().threads();
     let r = idefics3::bench::run(&engine, load_s, &spec)?;
+    let counters = idefics3::bench::decode_counters(&engine, &spec)?;
     let dtype = a.dtype.as_str();
-    let isa = format!("{:?}", idefics3::backend::cpu::matmul::best_isa());
+    let model = engine.model();
+    let kind = model.backend_kind();
+    let (threads, isa) = match model {
+        idefics3::engine::Model::Cpu(m) => (
+            m.backend().threads(),
+            format!("{:?}", idefics3::backend::cpu::matmul::best_isa()),
+        ),
+        idefics3::engine::Model::Ascend(_) => (0, String::new()),
+    };
+    let name = dir.file_name().map_or_else(
+        || dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     if a.json {
         let mut v = serde_json::to_value(&r)?;
         v["model"] = dir.display().to_string().into();
         v["dtype"] = dtype.into();
-        v["backend"] = "cpu".into();
-        v["isa"] = isa.into();
-        v["threads"] = threads.into();
+        v["backend"] = kind.as_str().into();
+        v["placement"] = model.placement().into();
+        if kind == BackendKind::Cpu {
+            v["isa"] = isa.into();
+            v["threads"] = threads.into();
+        }
+        if let Some(c) = &counters {
+            v["counters"] = serde_json::to_value(c)?;
+            v["estimate_910b"] = serde_json::to_value(c.estimate_910b())?;
+        }
         outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        let name = dir.file_name().map_or_else(
-            || dir.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        outln!("| model | precision | backend | threads | tok/s |");
-        outln!("|---|---|---|---|---|");
-        outln!(
-            "| {name} | {dtype} | cpu ({isa}) | {threads} | {:.2} |",
-            r.decode_tok_s
-        );
+        if kind == BackendKind::Cpu {
+            outln!("| model | precision | backend | threads | tok/s |");
+            outln!("|---|---|---|---|---|");
+            outln!(
+                "| {name} | {dtype} | cpu ({isa}) | {threads} | {:.2} |",
+                r.decode_tok_s
+            );
+        } else {
+            // The original implementation's table, plus where it ran.
+            outln!("| model | precision | cards | fa | tokens/s |");
+            outln!("|---|---|---|---|---|");
+            outln!(
+                "| {name} | {dtype} | 1 ({}) | aclnnFlashAttentionScore | {:.2} |",
+                model.placement(),
+                r.decode_tok_s
+            );
+        }
         outln!();
         outln!("| stage | median of {} runs |", r.runs);
         outln!("|---|---|");
@@ -515,6 +541,36 @@ fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
             r.new_tokens
         );
         outln!("| peak RSS | {:.0} MB |", r.peak_rss_mb);
+        if kind == BackendKind::Ascend {
+            outln!();
+            outln!("Stage times above are the device's clock (events) for vision, the host's otherwise.");
+        }
+        if let Some(c) = &counters {
+            let e = c.estimate_910b();
+            outln!();
+            outln!(
+                "| per decoded token (simulator, {} tokens counted) | |",
+                c.tokens_counted
+            );
+            outln!("|---|---|");
+            outln!("| launches | {:.1} |", c.decode_launches_per_token);
+            outln!("| synchronisations | {:.1} |", c.decode_syncs_per_token);
+            outln!("| device to host | {:.0} B |", c.decode_d2h_bytes_per_token);
+            outln!("| host to device | {:.0} B |", c.decode_h2d_bytes_per_token);
+            outln!(
+                "| device memory traffic | {:.1} MB |",
+                c.decode_device_bytes_per_token / 1e6
+            );
+            outln!();
+            outln!(
+                "ESTIMATE for one 910B (not a measurement): {:.1} tokens/s, from {:.0} GB/s, {:.0} µs \
+                 per launch, {:.0} µs per synchronisation; compute time and overlap are left out.",
+                e.tokens_per_s,
+                e.bandwidth_bytes_per_s / 1e9,
+                e.launch_s * 1e6,
+                e.sync_s * 1e6
+            );
+        }
     }
     Ok(())
 }

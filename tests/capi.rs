@@ -116,38 +116,62 @@ fn expected() -> Vec<(String, String)> {
     ]
 }
 
+/// Runs the C test program and checks its answers against the Rust API's.
+fn run_c_program(exe: &std::path::Path, what: &str, env: &[(&str, &std::ffi::OsStr)]) {
+    let want = expected();
+    let mut cmd = Command::new(exe);
+    cmd.arg(common::fixture("processor/smolvlm_style"))
+        .arg(common::fixture("processor/images/one_tile.png"))
+        .arg(common::fixture("processor/chat.json"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "C test failed ({what}):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.lines().any(|l| l == "ok"), "{stdout}");
+    for (name, text) in &want {
+        let line = format!("{name}\t{text}");
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{what}, {name}: C printed\n{stdout}\nRust: {text:?}"
+        );
+    }
+    assert!(stdout.lines().any(|l| l == "cancel\t2"), "{stdout}");
+}
+
 #[test]
 fn c_program_matches_the_rust_api() {
-    let want = expected();
     let tmp = tempfile::tempdir().unwrap();
     for shared in [false, true] {
         let exe = tmp
             .path()
             .join(if shared { "capi_shared" } else { "capi_static" });
         compile(&exe, shared);
-        let out = Command::new(&exe)
-            .arg(common::fixture("processor/smolvlm_style"))
-            .arg(common::fixture("processor/images/one_tile.png"))
-            .arg(common::fixture("processor/chat.json"))
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "C test failed ({}):\n{stdout}\n{}",
-            if shared { "shared" } else { "static" },
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(stdout.lines().any(|l| l == "ok"), "{stdout}");
-        for (name, text) in &want {
-            let line = format!("{name}\t{text}");
-            assert!(
-                stdout.lines().any(|l| l == line),
-                "{name}: C printed\n{stdout}\nRust: {text:?}"
-            );
-        }
-        assert!(stdout.lines().any(|l| l == "cancel\t2"), "{stdout}");
+        run_c_program(&exe, if shared { "shared" } else { "static" }, &[]);
     }
+}
+
+/// The same C program with the model on the Ascend backend (our CANN simulator) gives the CPU's
+/// answers (f32, greedy).
+#[test]
+fn c_program_on_the_ascend_backend_matches_the_rust_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("capi_ascend");
+    compile(&exe, true);
+    let sim = common::simulator();
+    run_c_program(
+        &exe,
+        "ascend",
+        &[
+            ("IDEFICS3_TEST_BACKEND", "ascend".as_ref()),
+            ("IDEFICS3_ASCEND_LIBS", sim.as_os_str()),
+        ],
+    );
 }
 
 /// Every function, struct field and constant of the header matches the Rust exports, in order.

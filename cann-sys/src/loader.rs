@@ -198,6 +198,15 @@ impl Api {
     pub fn library_paths(&self) -> Vec<String> {
         self.libraries.iter().map(|l| l.path.clone()).collect()
     }
+
+    /// A function our header does not declare, looked up in the loaded libraries in order: the
+    /// simulator's own `cannSim*` functions, which a real runtime lacks (`None` there).
+    ///
+    /// # Safety
+    /// `F` must be the function pointer type of the symbol as its library defines it.
+    pub unsafe fn extra_symbol<F: Copy>(&self, name: &str) -> Option<F> {
+        find(&self.libraries, name)
+    }
 }
 
 static API: OnceLock<Result<Api>> = OnceLock::new();

@@ -262,6 +262,19 @@ pub trait Backend: Send + Sync {
         rows: &[usize],
         src: &Self::Tensor,
     ) -> Result<()>;
+
+    /// Records a mark in the device's queue of work, for timing stages on the device's own clock
+    /// without waiting; `None` on a backend whose ops have finished when they return (the host's
+    /// clock then times them).
+    fn mark(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// Device seconds between two marks, waiting for the later one to pass; both are then
+    /// forgotten. `None` where marks are not kept.
+    fn seconds_between(&self, _from: u64, _to: u64) -> Result<Option<f64>> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

@@ -38,8 +38,22 @@ pub struct Prefill {
     pub logits: Vec<f32>,
     /// Image features `[T·q, H]` merged into the prompt, when pixels were given.
     pub image_features: Option<Vec<f32>>,
-    /// Seconds spent in the vision tower and connector.
+    /// Seconds spent in the vision tower and connector (host clock), or the backend's marks around
+    /// them when it keeps marks (see [`Prefill::vision_seconds`]).
     pub vision_s: f64,
+    /// Device marks before and after the vision tower and connector.
+    pub vision_marks: Option<(u64, u64)>,
+}
+
+impl Prefill {
+    /// The vision stage's seconds: on the device's clock when the backend keeps marks (read after
+    /// the prefill's results reached the host, so reading them waits for nothing), else the host's.
+    pub fn vision_seconds<B: Backend>(&self, b: &B) -> Result<f64> {
+        match self.vision_marks {
+            Some((from, to)) => Ok(b.seconds_between(from, to)?.unwrap_or(self.vision_s)),
+            None => Ok(self.vision_s),
+        }
+    }
 }
 
 /// Tiles encoded together by the vision tower (`IDEFICS3_VISION_TILES` overrides; at least 1).
@@ -287,6 +301,7 @@ impl<B: Backend> Idefics3<B> {
         let mut x = self.text.embed(b, ids)?;
         let mut features_out = None;
         let mut vision_s = 0.0;
+        let mut vision_marks = None;
         if let Some(px) = pixels {
             let image_rows: Vec<usize> = ids
                 .iter()
@@ -295,7 +310,9 @@ impl<B: Backend> Idefics3<B> {
                 .map(|(i, _)| i)
                 .collect();
             let t = std::time::Instant::now();
+            let before = b.mark()?;
             let features = self.image_features(px)?;
+            vision_marks = before.zip(b.mark()?);
             vision_s = t.elapsed().as_secs_f64();
             let n_features = features.as_ref().map_or(0, |f| b.dims(f).0);
             if n_features != image_rows.len() {
@@ -311,7 +328,11 @@ impl<B: Backend> Idefics3<B> {
             }
             if let Some(f) = features {
                 b.scatter_rows(&mut x, &image_rows, &f)?;
-                features_out = Some(b.download(&f)?);
+                // Only the inspection path (every position's logits) returns the features: on a
+                // device, bringing them to the host would cost a synchronisation mid-prefill.
+                if all_logits {
+                    features_out = Some(b.download(&f)?);
+                }
             }
         }
         let hidden = self.text.forward(b, x, cache)?;
@@ -325,6 +346,7 @@ impl<B: Backend> Idefics3<B> {
             logits,
             image_features: features_out,
             vision_s,
+            vision_marks,
         })
     }
 

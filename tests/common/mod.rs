@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 
 use safetensors::{Dtype, SafeTensors};
 
@@ -73,4 +75,33 @@ pub fn copy_dir(src: &Path) -> tempfile::TempDir {
         std::fs::copy(e.path(), dst.path().join(e.file_name())).unwrap();
     }
     dst
+}
+
+/// Builds the simulator once per test binary, in this build's target directory and profile.
+pub fn simulator() -> &'static PathBuf {
+    static SIM: OnceLock<PathBuf> = OnceLock::new();
+    SIM.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // The test binary lives in target/<profile>/deps.
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let profile = profile_dir
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "cann-sim", "--quiet"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
+        if profile == "release" {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().unwrap();
+        assert!(status.success(), "cargo build -p cann-sim failed");
+        let lib = profile_dir.join("libcann_sim.so");
+        assert!(lib.is_file(), "{} was not built", lib.display());
+        lib
+    })
 }
