@@ -5,44 +5,13 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-
-/// Builds the simulator once per test binary, in this build's target directory and profile.
-fn simulator() -> &'static PathBuf {
-    static SIM: OnceLock<PathBuf> = OnceLock::new();
-    SIM.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        // The test binary lives in target/<profile>/deps.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let profile = profile_dir
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "cann-sim", "--quiet"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
-        if profile == "release" {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().unwrap();
-        assert!(status.success(), "cargo build -p cann-sim failed");
-        let lib = profile_dir.join("libcann_sim.so");
-        assert!(lib.is_file(), "{} was not built", lib.display());
-        lib
-    })
-}
 
 fn on_simulator(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_idefics3"))
         .args(args)
         .env("HF_HUB_OFFLINE", "1")
-        .env("IDEFICS3_ASCEND_LIBS", simulator())
+        .env("IDEFICS3_ASCEND_LIBS", common::simulator())
         .output()
         .unwrap()
 }

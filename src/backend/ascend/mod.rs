@@ -6,6 +6,8 @@
 //! implemented on the device yet: with a runtime present, loading a model on this backend is an
 //! error that says so, before any weight is read.
 
+pub mod custom;
+
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
