@@ -104,6 +104,11 @@ fn download(buf: &DeviceBuffer, dt: ActDtype) -> Vec<f64> {
     }
 }
 
+/// |got - want| ≤ tol, false for a NaN.
+fn within(got: f64, want: f64, tol: f64) -> bool {
+    (got - want).abs() <= tol
+}
+
 fn gelu_tanh(x: f64) -> f64 {
     0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
 }
@@ -170,7 +175,7 @@ fn check_matmul(
             }
             let tol = err + half_ulp * (y.abs() + err) + sub + 1e-30;
             let g = got[i * n + j];
-            if !((g - y).abs() <= tol) {
+            if !within(g, y, tol) {
                 if bad == 0 {
                     eprintln!("{name}: out[{i},{j}] = {g}, reference {y} (tolerance {tol:.3e})");
                 }
@@ -322,7 +327,7 @@ fn check_flash(c: &FlashCase, seed: u64) {
                     let tol = err + half_ulp * (o.abs() + err) + sub;
                     let got =
                         got[bi * shape.out.batch + i * shape.out.row + hi * shape.out.head + e];
-                    if !((got - o).abs() <= tol) {
+                    if !within(got, o, tol) {
                         if bad == 0 {
                             eprintln!("{name}: [b{bi} h{hi} q{i} d{e}] = {got}, reference {o} (tolerance {tol:.3e})");
                         }
@@ -440,7 +445,7 @@ fn check_decode(heads: usize, kv_heads: usize, d: usize, keys: usize, dt: ActDty
             let err = 2e-5 * oa + 1e-6;
             let tol = err + half_ulp * (o.abs() + err) + sub;
             let got = got[h * d + e];
-            if !((got - o).abs() <= tol) {
+            if !within(got, o, tol) {
                 if bad == 0 {
                     eprintln!(
                         "{name}: head {h} [{e}] = {got}, reference {o} (tolerance {tol:.3e})"

@@ -548,7 +548,7 @@ fn flash_workspace_per_block(t: &FlashTiling) -> u64 {
 /// On-chip bytes of `flash_attention`: (L1, L0A, L0B, L0C, UB of a vector core).
 fn flash_bytes(t: &FlashTiling) -> [u64; 5] {
     let (bm, bn, d) = (t.block_m as u64, t.block_n as u64, t.head_dim as u64);
-    let (dp, da, r) = (align(d, 16), align(d, 8), (bm + 1) / 2);
+    let (dp, da, r) = (align(d, 16), align(d, 8), bm.div_ceil(2));
     let wide = bn.max(dp);
     [
         buf(bm * dp * 2) + buf(bn * dp * 2) + buf(bm * bn * 2) + buf(bn * dp * 2),
@@ -575,13 +575,13 @@ pub fn plan_flash(s: &FlashShape, key_mask: bool, cores: Cores) -> Result<FlashP
             s.batch, s.heads, s.kv_heads, s.q_len, s.kv_len
         ));
     }
-    if s.heads % s.kv_heads != 0 {
+    if !s.heads.is_multiple_of(s.kv_heads) {
         return Err(format!(
             "{} query heads cannot share {} key/value heads evenly",
             s.heads, s.kv_heads
         ));
     }
-    if s.head_dim == 0 || s.head_dim % 8 != 0 || s.head_dim > 128 {
+    if s.head_dim == 0 || !s.head_dim.is_multiple_of(8) || s.head_dim > 128 {
         return Err(format!(
             "head_dim={} unsupported: the flash kernel takes multiples of 8 up to 128 (its L0A holds two 128×128 tiles)",
             s.head_dim
@@ -757,12 +757,12 @@ pub fn plan_decode(
             "empty attention: heads={heads}, kv_heads={kv_heads}, keys={keys}"
         ));
     }
-    if heads % kv_heads != 0 || heads / kv_heads > MAX_GQA_GROUP {
+    if !heads.is_multiple_of(kv_heads) || heads / kv_heads > MAX_GQA_GROUP {
         return Err(format!(
             "{heads} query heads over {kv_heads} key/value heads: the decode kernel needs an even split with at most {MAX_GQA_GROUP} query heads per key/value head"
         ));
     }
-    if head_dim == 0 || head_dim % 8 != 0 || head_dim > MAX_DECODE_HEAD_DIM {
+    if head_dim == 0 || !head_dim.is_multiple_of(8) || head_dim > MAX_DECODE_HEAD_DIM {
         return Err(format!(
             "head_dim={head_dim} unsupported: the decode kernel takes multiples of 8 up to {MAX_DECODE_HEAD_DIM}"
         ));
@@ -877,7 +877,7 @@ mod tests {
                         let [l1, l0a, l0b, l0c, ub] = cube_bytes(t, 2, 4);
                         assert!(l1 <= L1_BYTES && l0a <= L0AB_BYTES && l0b <= L0AB_BYTES);
                         assert!(l0c <= L0C_BYTES && ub <= UB_BYTES);
-                        assert!(p.blocks <= B3.cube && t.l1_k % t.base_k == 0);
+                        assert!(p.blocks <= B3.cube && t.l1_k.is_multiple_of(t.base_k));
                     }
                 }
             }
