@@ -20,7 +20,7 @@
 //!
 //! | call | dtypes | shapes | workspace |
 //! |---|---|---|---|
-//! | [`matmul`](CustomKernels::matmul) | A, W, bias: bf16 or fp16 (the same); out: bf16, fp16 or f32 | m = 1: k up to about 35 000 (A is kept as f32 in UB); m > 1: k ≤ 65 535 | m > 1 with bias or GELU: blocks × 64 KiB (1.25 MiB on a 910B3); else none |
+//! | [`matmul`](CustomKernels::matmul) | A, W, bias: bf16 or fp16 (the same); out: bf16, fp16 or f32 | m = 1: k up to about 36 000 (n = 128 256) to 45 000 (n = 4 096), since A is kept as f32 in UB; m > 1: k ≤ 65 535 | m > 1 with bias or GELU: blocks × 64 KiB (1.25 MiB on a 910B3); else none |
 //! | [`flash_attention`](CustomKernels::flash_attention) | q, k, v, out: bf16 or fp16 (the same) | head_dim a multiple of 8, ≤ 128; heads a multiple of kv_heads; q/k/v row strides ≤ 65 535 | blocks × (96 KiB + 512 B × head_dim), 2.6 MiB at head dim 72 on a 910B3 |
 //! | [`decode_attention`](CustomKernels::decode_attention) | q, caches, out: bf16 or fp16 | head_dim a multiple of 8, ≤ 256; heads / kv_heads ≤ 8 | heads × splits × (head_dim + 8) × 4 B (splits ≤ 80) |
 //!
