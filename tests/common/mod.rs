@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::SystemTime;
 
 use safetensors::{Dtype, SafeTensors};
 
@@ -77,14 +78,19 @@ pub fn copy_dir(src: &Path) -> tempfile::TempDir {
     dst
 }
 
-/// Builds the simulator once per test binary, in this build's target directory and profile.
+/// The test binary's profile directory (`<target>/<profile>`; the binary lives in its `deps/`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// Builds the simulator (`libcann_sim.so`) once per test binary, in this build's target directory and
+/// profile, and returns its path.
 pub fn simulator() -> &'static PathBuf {
     static SIM: OnceLock<PathBuf> = OnceLock::new();
     SIM.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        // The test binary lives in target/<profile>/deps.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let profile_dir = profile_dir();
         let profile = profile_dir
             .file_name()
             .unwrap()
@@ -103,5 +109,68 @@ pub fn simulator() -> &'static PathBuf {
         let lib = profile_dir.join("libcann_sim.so");
         assert!(lib.is_file(), "{} was not built", lib.display());
         lib
+    })
+}
+
+/// The newest modification time of the files under `path` (itself if a file).
+fn newest(path: &Path) -> SystemTime {
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if !meta.is_dir() {
+        return meta.modified().unwrap();
+    }
+    std::fs::read_dir(path)
+        .unwrap()
+        .map(|e| newest(&e.unwrap().path()))
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Builds `kernels/{matmul,flash_attention,attention_decode}.cpp` for the simulator with
+/// `scripts/build_kernel_cpu.sh` into `<target>/ascend-kernels-cpu/<name>.o` (the names build.rs
+/// gives the device binaries), rebuilding only those older than a kernel source, the AscendC CPU
+/// runtime or the script; returns the directory. The builds run in parallel, each into a temporary
+/// name renamed into place, so a concurrent test binary never loads half a file.
+pub fn kernel_binaries() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = profile_dir().parent().unwrap().join("ascend-kernels-cpu");
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = root.join("scripts/build_kernel_cpu.sh");
+        let inputs = [
+            newest(&root.join("kernels")),
+            newest(&root.join("cann-sim/ascendc")),
+            newest(&script),
+        ]
+        .into_iter()
+        .max()
+        .unwrap();
+        let mut builds = Vec::new();
+        for stem in ["matmul", "flash_attention", "attention_decode"] {
+            let out = dir.join(format!("{stem}.o"));
+            let fresh = std::fs::metadata(&out)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= inputs);
+            if fresh {
+                continue;
+            }
+            let tmp = dir.join(format!("{stem}.o.{}", std::process::id()));
+            let child = Command::new("bash")
+                .arg(&script)
+                .arg(root.join(format!("kernels/{stem}.cpp")))
+                .arg(&tmp)
+                .spawn()
+                .expect("run scripts/build_kernel_cpu.sh");
+            builds.push((stem, child, tmp, out));
+        }
+        for (stem, mut child, tmp, out) in builds {
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "build_kernel_cpu.sh kernels/{stem}.cpp failed"
+            );
+            std::fs::rename(&tmp, &out).unwrap();
+        }
+        dir
     })
 }

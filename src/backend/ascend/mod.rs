@@ -32,6 +32,7 @@
 //! usable: a failed request's tensors return to the pool.
 
 pub mod convert;
+pub mod custom;
 pub mod memory;
 pub mod sim;
 
