@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::engine::{Conversation, Engine};
 use crate::error::{Error, Result};
 use crate::generate::SamplingParams;
-use crate::processor::image::load_image_file;
+use crate::processor::ImageFile;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -96,7 +96,7 @@ pub fn run(engine: &Engine, load_s: f64, spec: &BenchSpec) -> Result<BenchReport
         let images = spec
             .images
             .iter()
-            .map(|p| load_image_file(p))
+            .map(|p| ImageFile::open(p))
             .collect::<Result<Vec<_>>>()?;
         let enc = engine.encode(&Conversation::Prompt(spec.prompt.clone()), &images)?;
         let context = engine.model().config().text.max_position_embeddings;

@@ -12,7 +12,8 @@ use crate::backend::{ActDtype, BackendKind};
 use crate::engine::{Conversation, Engine, EngineOptions};
 use crate::error::Error;
 use crate::limits::check_conversation_bytes;
-use crate::processor::image::{decode_image, load_image_file, RgbImage, MAX_PIXELS};
+use crate::processor::image::{RgbImage, MAX_PIXELS};
+use crate::processor::{AnyImage, ImageFile};
 
 /// Success.
 pub const IDEFICS3_OK: i32 = 0;
@@ -258,7 +259,7 @@ pub unsafe extern "C" fn idefics3_model_free(model: *mut Idefics3Model) {
     }
 }
 
-unsafe fn image_arg(img: &Idefics3Image, i: usize) -> Result<RgbImage, i32> {
+unsafe fn image_arg(img: &Idefics3Image, i: usize) -> Result<AnyImage, i32> {
     let what = format!("images[{i}]");
     let sources: Vec<&str> = [
         (!img.path.is_null(), "path"),
@@ -289,7 +290,9 @@ unsafe fn image_arg(img: &Idefics3Image, i: usize) -> Result<RgbImage, i32> {
     }
     if !img.path.is_null() {
         let p = str_arg(img.path, &format!("{what}.path"))?;
-        return load_image_file(Path::new(p)).map_err(|e| fail(code_of(&e), e.to_string()));
+        return ImageFile::open(Path::new(p))
+            .map(AnyImage::File)
+            .map_err(|e| fail(code_of(&e), e.to_string()));
     }
     if !img.data.is_null() {
         if img.len == 0 {
@@ -299,7 +302,9 @@ unsafe fn image_arg(img: &Idefics3Image, i: usize) -> Result<RgbImage, i32> {
             ));
         }
         let bytes = std::slice::from_raw_parts(img.data, img.len);
-        return decode_image(bytes, &what).map_err(|e| fail(IDEFICS3_ERR_INPUT, e.to_string()));
+        return ImageFile::from_bytes(bytes.to_vec(), what)
+            .map(AnyImage::File)
+            .map_err(|e| fail(IDEFICS3_ERR_INPUT, e.to_string()));
     }
     // Every check comes before the buffer is touched: the pixel limit bounds width·height, so the
     // byte count below cannot overflow, and `len` must be exactly that count.
@@ -316,6 +321,7 @@ unsafe fn image_arg(img: &Idefics3Image, i: usize) -> Result<RgbImage, i32> {
     }
     let pixels = std::slice::from_raw_parts(img.rgb, needed).to_vec();
     RgbImage::from_raw(img.width as usize, img.height as usize, pixels)
+        .map(AnyImage::Rgb)
         .map_err(|e| fail(IDEFICS3_ERR_INVALID_ARGUMENT, e.within(&what).to_string()))
 }
 

@@ -12,7 +12,7 @@ use crate::config::GenerationConfig;
 use crate::error::{Error, Result};
 use crate::generate::{generate, SamplingParams, StopReason, Timings};
 use crate::model::Idefics3;
-use crate::processor::{prompt, stream::TextStream, Encoded, Processor, RgbImage};
+use crate::processor::{prompt, stream::TextStream, Encoded, ImageSource, Processor};
 
 /// How to load an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +208,11 @@ impl Engine {
 
     /// Builds model inputs: the chat template over the conversation (with the generation prompt),
     /// `<image>` expansion, tokenization and image processing.
-    pub fn encode(&self, conversation: &Conversation, images: &[RgbImage]) -> Result<Encoded> {
+    pub fn encode<I: ImageSource>(
+        &self,
+        conversation: &Conversation,
+        images: &[I],
+    ) -> Result<Encoded> {
         let messages = match conversation {
             Conversation::Prompt(text) => prompt::user_turn(text, images.len()),
             Conversation::Chat(m) => m.clone(),

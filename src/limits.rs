@@ -12,9 +12,17 @@ pub const MAX_MESSAGES: usize = 10_000;
 pub const MAX_CONTENT_ITEMS: usize = 100_000;
 
 /// minijinja's fuel for one rendering: each instruction costs one, and every 64 bytes of string,
-/// list slots or output that the template creates cost one more, so this bounds both the time and
-/// the memory a template can take (10⁷ instructions, or 640 MB of values built in all).
+/// list slots or output that the template creates cost one more, so this bounds the time a
+/// template can take (10⁷ instructions); the size of each value it builds is bounded by
+/// [`MAX_TEMPLATE_STRING_BYTES`] and [`MAX_TEMPLATE_LIST_ITEMS`].
 pub const TEMPLATE_FUEL: u64 = 10_000_000;
+
+/// The longest string a chat template may build (by `+`, `~`, `*`, `join`, `replace`, `format`,
+/// `indent`, `string`, `tojson`, `pprint`), in bytes: four times the largest conversation.
+pub const MAX_TEMPLATE_STRING_BYTES: usize = 16 << 20;
+
+/// The longest list a chat template may build (by `+` or `*`), in items.
+pub const MAX_TEMPLATE_LIST_ITEMS: usize = 1_000_000;
 
 /// The largest rendered prompt, in bytes.
 pub const MAX_RENDERED_BYTES: usize = 8 << 20;

@@ -13,7 +13,7 @@ use idefics3::error::Error;
 use idefics3::generate::greedy;
 use idefics3::hub::resolve_model;
 use idefics3::limits::check_conversation_bytes;
-use idefics3::processor::{image::load_image_file, prompt, Processor, RgbImage};
+use idefics3::processor::{prompt, ImageFile, Processor};
 use idefics3::tensor_io::{check_output, read_inputs, write_tensors, OutTensor};
 
 #[derive(Parser)]
@@ -272,8 +272,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_images(paths: &[PathBuf]) -> Result<Vec<RgbImage>, Error> {
-    paths.iter().map(|p| load_image_file(p)).collect()
+/// Reads the image files and their headers; the pixels are decoded only once the prompt is known
+/// to fit in the context.
+fn load_images(paths: &[PathBuf]) -> Result<Vec<ImageFile>, Error> {
+    paths.iter().map(|p| ImageFile::open(p)).collect()
 }
 
 fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {

@@ -319,17 +319,11 @@ fn chat_templates_are_bounded_in_time_and_memory() {
             "ran out of fuel",
         ),
         (
-            "{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+            "{% set ns = namespace(s='x') %}{% for i in range(30) %}{% set ns.s = ns.s ~ 'x' %}{% endfor %}{% for i in range(10000) %}{% for j in range(1000) %}{{ ns.s|length }}{% endfor %}{% endfor %}",
             "ran out of fuel",
         ),
-        (
-            // Thirty doublings stay a lazy concatenation (minijinja materialises past depth 32,
-            // uncharged: see README, Limits).
-            "{% set ns = namespace(l=['x']) %}{% for i in range(30) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|length }}",
-            "more than 1000000 items",
-        ),
-        ("{{ (['x' * 100] * 100000000)|length }}", "the chat template"),
-        ("{{ 'x' * 100000000 }}", "output exceeds 8388608 bytes"),
+        ("{{ 'x' * 100000000 }}", "refused: `*` of a string"),
+        ("{{ 'x' * 10000000 }}", "output exceeds 8388608 bytes"),
         ("{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}", "output exceeds"),
     ] {
         let t0 = Instant::now();
@@ -339,6 +333,81 @@ fn chat_templates_are_bounded_in_time_and_memory() {
         assert!(e.contains(needle), "{template}: {e}");
         assert!(t0.elapsed() < Duration::from_secs(5), "{template}: {:?}", t0.elapsed());
     }
+}
+
+/// Values that double (or grow by a factor) in one cheap step: each is refused when it would pass
+/// the template value limit, in well under a second and before it is built.
+#[test]
+fn chat_templates_cannot_build_huge_values() {
+    use idefics3::processor::prompt::render_chat;
+    let one = serde_json::json!([{"role": "user", "content": [{"type": "text", "text": "hi"}]}]);
+    for (template, needle) in [
+        (
+            "{% set ns = namespace(l=['x']) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|length }}",
+            "`+` of two lists",
+        ),
+        (
+            "{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+            "`~`",
+        ),
+        (
+            "{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(60) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+            "`+` of two strings",
+        ),
+        ("{{ (['x' * 100] * 100000000)|length }}", "`*` of a list"),
+        ("{{ ((['x'] * 1000) * 1000) * 1000 }}", "`*` of a list"),
+        ("{{ ('' ~ (['x' * 100] * 1000000)) | length }}", "`~`"),
+        (
+            "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = [ns.s, ns.s]|join('') %}{% endfor %}",
+            "`join`",
+        ),
+        (
+            "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = [[ns.s, ns.s]|join, [ns.s]|join]|join %}{% endfor %}",
+            "`join`",
+        ),
+        (
+            "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ''.join([ns.s, ns.s]) %}{% endfor %}",
+            "`join`",
+        ),
+        (
+            "{% macro f(x, n) %}{% if n > 0 %}{{ f(x + x, n - 1) }}{% endif %}{% endmacro %}{{ f(['x'], 40) }}",
+            "`+` of two lists",
+        ),
+        ("{{ ('x' * 1000000)|replace('x', 'y' * 1000000) }}", "`replace`"),
+        ("{{ ('x\n' * 1000000)|indent(1000000) }}", "`indent`"),
+        ("{{ (['x' * 100] * 1000000)|tojson }}", "`tojson`"),
+        ("{{ (['x' * 100] * 1000000)|string }}", "`string`"),
+        ("{{ '{:>999999999}'.format('x') }}", "`format`"),
+        ("{{ '%999999999s'|format('x') }}", "`format`"),
+    ] {
+        let t0 = Instant::now();
+        let e = render_chat(template, &one, true, &serde_json::Value::Null)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the chat template is refused")
+                && e.contains(needle)
+                && e.contains("template value limit (16777216 bytes of string, 1000000 list items)"),
+            "{template}: {e}"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{template}: {:?}",
+            t0.elapsed()
+        );
+    }
+    // Appending item by item (quadratic work) runs out of fuel instead of time.
+    let t0 = Instant::now();
+    let e = render_chat(
+        "{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = ns.l + [i] %}{% endfor %}",
+        &one,
+        true,
+        &serde_json::Value::Null,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("ran out of fuel"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
 }
 
 #[test]
@@ -610,4 +679,82 @@ fn fuzz_found_a_tokenizer_json_that_panics_the_tokenizers_crate() {
         e.contains("tokenizer.json") && e.contains("not a tokenizer"),
         "{e}"
     );
+}
+
+/// `large.jpg` with everything after its scan header replaced by garbage: the header (size,
+/// markers) reads fine, decoding the pixels fails.
+fn jpeg_with_garbage_body() -> Vec<u8> {
+    let jpg = std::fs::read(fixture("processor/images/large.jpg")).unwrap();
+    let sos = jpg
+        .windows(2)
+        .position(|w| w == [0xff, 0xda])
+        .expect("a JPEG has a start-of-scan marker");
+    let header_len = u16::from_be_bytes([jpg[sos + 2], jpg[sos + 3]]) as usize;
+    let mut out = jpg[..sos + 2 + header_len].to_vec();
+    out.extend((0..jpg.len()).map(|i| (i * 7 + 3) as u8 | 0x01));
+    out
+}
+
+#[test]
+fn image_tokens_are_counted_from_the_headers_before_any_image_is_decoded() {
+    use idefics3::processor::{ImageFile, ImageSource};
+    let garbage = jpeg_with_garbage_body();
+    let one = ImageFile::from_bytes(garbage.clone(), "garbage.jpg".into()).unwrap();
+    let e = one.pixels().unwrap_err().to_string();
+    assert!(e.contains("garbage.jpg"), "{e}");
+    let large = idefics3::processor::image::load_image_file(&fixture("processor/images/large.jpg"))
+        .unwrap();
+    assert_eq!(one.size(), (large.width, large.height));
+
+    // Through the CLI: the context error, not the decode error, so nothing was decoded.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("garbage.jpg");
+    std::fs::write(&path, &garbage).unwrap();
+    let m = smol();
+    let mut args = vec!["generate", "--model", s(&m), "--prompt", "hi"];
+    for _ in 0..200 {
+        args.extend(["--image", s(&path)]);
+    }
+    let err = refused(&run(&args), &["image tokens but the model's context holds"]);
+    assert!(!err.contains("decode"), "{err}");
+
+    // In the library: 200 large images are refused in well under a second.
+    let config = idefics3::config::ModelConfig::from_file(&m.join("config.json")).unwrap();
+    let processor = idefics3::processor::Processor::load(&m, &config).unwrap();
+    let jpg = std::fs::read(fixture("processor/images/large.jpg")).unwrap();
+    let t0 = Instant::now();
+    let images: Vec<ImageFile> = (0..200)
+        .map(|i| ImageFile::from_bytes(jpg.clone(), format!("{i}.jpg")).unwrap())
+        .collect();
+    let text = "<image>".repeat(200);
+    let e = processor.encode(&text, &images).unwrap_err().to_string();
+    let elapsed = t0.elapsed();
+    assert!(e.contains("the 200 image(s) need"), "{e}");
+    assert!(elapsed < Duration::from_millis(300), "{elapsed:?}");
+}
+
+#[test]
+fn the_pixel_limit_is_checked_from_the_header() {
+    use idefics3::processor::ImageFile;
+    // A BMP header for 20000×20000 pixels (4·10⁸, over the limit) and no pixel data.
+    let (w, h) = (20_000i32, 20_000i32);
+    let mut bmp = b"BM".to_vec();
+    bmp.extend(54u32.to_le_bytes()); // file size (wrong, unchecked)
+    bmp.extend([0u8; 4]);
+    bmp.extend(54u32.to_le_bytes()); // pixel data offset
+    bmp.extend(40u32.to_le_bytes()); // BITMAPINFOHEADER
+    bmp.extend(w.to_le_bytes());
+    bmp.extend(h.to_le_bytes());
+    bmp.extend(1u16.to_le_bytes());
+    bmp.extend(24u16.to_le_bytes());
+    bmp.extend([0u8; 24]);
+    let t0 = Instant::now();
+    let e = ImageFile::from_bytes(bmp, "bomb.bmp".into())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bomb.bmp: 20000×20000 = 400000000 pixels exceeds the limit of 178956970"),
+        "{e}"
+    );
+    assert!(t0.elapsed() < Duration::from_millis(100));
 }

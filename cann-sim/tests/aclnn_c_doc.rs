@@ -4,37 +4,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The directory holding `libcann_sim.so` of this build (the test binary lives in `<dir>/deps`).
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .to_path_buf();
-    if !dir.join("libcann_sim.so").exists() {
-        // Cargo builds the cdylib with the rlib; build it explicitly if this target dir lacks it.
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "cann-sim"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo build -p cann-sim");
-        assert!(st.success(), "cargo build -p cann-sim failed");
-    }
-    assert!(
-        dir.join("libcann_sim.so").exists(),
-        "no libcann_sim.so in {}",
-        dir.display()
-    );
-    dir
-}
-
 #[test]
 fn c_program_from_the_documents_gets_results_and_status_codes() {
-    let lib = lib_dir();
+    // The directory holding this build's `libcann_sim.so`.
+    let lib = cann_sim_locate::libcann_sim()
+        .parent()
+        .expect("the library is in a directory");
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c/aclnn_doc_test.c");
     let tmp = tempfile::tempdir().expect("tempdir");
     let exe = tmp.path().join("aclnn_doc_test");

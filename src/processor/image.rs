@@ -92,23 +92,62 @@ pub fn load_image_file(path: &Path) -> Result<RgbImage> {
 
 /// Decodes an encoded image (PNG, JPEG, WebP, GIF, BMP); `what` names it in errors.
 pub fn decode_image(bytes: &[u8], what: &str) -> Result<RgbImage> {
-    let format = image::guess_format(bytes).map_err(|_| {
-        Error::input(format!(
-            "{what}: unknown image format (supported: PNG, JPEG, WebP, GIF, BMP)"
-        ))
-    })?;
+    let format = supported_format(bytes, what)?;
     // Decoders of damaged files must fail, never take the process down.
     let decoded = std::panic::catch_unwind(|| match format {
         ImageFormat::Jpeg => decode_jpeg(bytes, what),
         ImageFormat::Gif => decode_gif(bytes, what),
-        ImageFormat::Png | ImageFormat::WebP | ImageFormat::Bmp => {
-            decode_with_image_crate(bytes, format, what)
-        }
-        other => Err(Error::input(format!(
-            "{what}: {other:?} images are not supported (supported: PNG, JPEG, WebP, GIF, BMP)"
-        ))),
+        _ => decode_with_image_crate(bytes, format, what),
     });
     decoded.unwrap_or_else(|_| Err(Error::input(format!("{what}: the image data is corrupt"))))
+}
+
+/// The size of an encoded image once upright (EXIF orientations 5–8 swap width and height), read
+/// from its header alone, and checked against [`MAX_PIXELS`]: no pixel is decoded, so the image
+/// token count of a prompt is known before any image is (see `Processor::image_grids`).
+pub fn image_size(bytes: &[u8], what: &str) -> Result<(usize, usize)> {
+    let format = supported_format(bytes, what)?;
+    let header = std::panic::catch_unwind(|| match format {
+        ImageFormat::Jpeg => catch_libjpeg(what, || {
+            let (d, orientation) = jpeg_header(bytes, what)?;
+            Ok((d.width(), d.height(), orientation.unwrap_or(1)))
+        }),
+        ImageFormat::Gif => {
+            let d = gif_header(bytes, what)?;
+            Ok((d.width() as usize, d.height() as usize, 1))
+        }
+        _ => {
+            let (d, orientation) = image_crate_header(bytes, format, what)?;
+            let (w, h) = d.dimensions();
+            Ok((w as usize, h as usize, orientation))
+        }
+    });
+    let (w, h, orientation) = header
+        .unwrap_or_else(|_| Err(Error::input(format!("{what}: the image data is corrupt"))))?;
+    Ok(if (5..=8).contains(&orientation) {
+        (h, w)
+    } else {
+        (w, h)
+    })
+}
+
+/// The format of an encoded image, if it is one of those decoded here.
+fn supported_format(bytes: &[u8], what: &str) -> Result<ImageFormat> {
+    match image::guess_format(bytes) {
+        Ok(
+            f @ (ImageFormat::Jpeg
+            | ImageFormat::Gif
+            | ImageFormat::Png
+            | ImageFormat::WebP
+            | ImageFormat::Bmp),
+        ) => Ok(f),
+        Ok(other) => Err(Error::input(format!(
+            "{what}: {other:?} images are not supported (supported: PNG, JPEG, WebP, GIF, BMP)"
+        ))),
+        Err(_) => Err(Error::input(format!(
+            "{what}: unknown image format (supported: PNG, JPEG, WebP, GIF, BMP)"
+        ))),
+    }
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
@@ -154,7 +193,12 @@ fn jpeg_message(cinfo: &mut mozjpeg_sys::jpeg_common_struct) -> String {
 }
 
 fn decode_jpeg(bytes: &[u8], what: &str) -> Result<RgbImage> {
-    std::panic::catch_unwind(|| decode_jpeg_unguarded(bytes, what)).unwrap_or_else(|p| {
+    catch_libjpeg(what, || decode_jpeg_unguarded(bytes, what))
+}
+
+/// Runs libjpeg work, turning the panic `jpeg_error_exit` raises into the error it names.
+fn catch_libjpeg<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
         let msg = p
             .downcast_ref::<String>()
             .cloned()
@@ -167,7 +211,12 @@ fn decode_jpeg(bytes: &[u8], what: &str) -> Result<RgbImage> {
     })
 }
 
-fn decode_jpeg_unguarded(bytes: &[u8], what: &str) -> Result<RgbImage> {
+/// Reads a JPEG's header (markers included, no scan data): the decompressor, ready to decode, and
+/// the EXIF orientation. libjpeg reports errors through `jpeg_error_exit`'s panic: callers catch it.
+fn jpeg_header<'a>(
+    bytes: &'a [u8],
+    what: &str,
+) -> Result<(mozjpeg::Decompress<&'a [u8]>, Option<u16>)> {
     // SAFETY: jpeg_std_error fills every field of the zeroed manager.
     let mut err: mozjpeg_sys::jpeg_error_mgr = unsafe { std::mem::zeroed() };
     unsafe { mozjpeg_sys::jpeg_std_error(&mut err) };
@@ -178,12 +227,17 @@ fn decode_jpeg_unguarded(bytes: &[u8], what: &str) -> Result<RgbImage> {
         .with_markers(&[mozjpeg::Marker::APP(1)])
         .from_mem(bytes)
         .map_err(|e| corrupt(what, e))?;
-    let (w, h) = (d.width(), d.height());
-    check_size(w as u64, h as u64, what)?;
+    check_size(d.width() as u64, d.height() as u64, what)?;
     let orientation = d
         .markers()
         .filter(|m| m.marker == mozjpeg::Marker::APP(1))
         .find_map(|m| m.data.strip_prefix(b"Exif\0\0").and_then(exif_orientation));
+    Ok((d, orientation))
+}
+
+fn decode_jpeg_unguarded(bytes: &[u8], what: &str) -> Result<RgbImage> {
+    let (d, orientation) = jpeg_header(bytes, what)?;
+    let (w, h) = (d.width(), d.height());
     use mozjpeg::ColorSpace as C;
     let data = match d.color_space() {
         C::JCS_CMYK | C::JCS_YCCK => {
@@ -212,14 +266,20 @@ fn decode_jpeg_unguarded(bytes: &[u8], what: &str) -> Result<RgbImage> {
     ))
 }
 
-fn decode_gif(bytes: &[u8], what: &str) -> Result<RgbImage> {
+/// Reads a GIF's header (the logical screen) and its global palette, no frame.
+fn gif_header<'a>(bytes: &'a [u8], what: &str) -> Result<gif::Decoder<Cursor<&'a [u8]>>> {
     let mut opts = gif::DecodeOptions::new();
     opts.set_color_output(gif::ColorOutput::Indexed);
-    let mut dec = opts
+    let dec = opts
         .read_info(Cursor::new(bytes))
         .map_err(|e| corrupt(what, e))?;
+    check_size(dec.width() as u64, dec.height() as u64, what)?;
+    Ok(dec)
+}
+
+fn decode_gif(bytes: &[u8], what: &str) -> Result<RgbImage> {
+    let mut dec = gif_header(bytes, what)?;
     let (w, h) = (dec.width() as usize, dec.height() as usize);
-    check_size(w as u64, h as u64, what)?;
     let global = dec.global_palette().map(<[u8]>::to_vec);
     let frame = dec
         .read_next_frame()
@@ -264,7 +324,13 @@ fn decode_gif(bytes: &[u8], what: &str) -> Result<RgbImage> {
     })
 }
 
-fn decode_with_image_crate(bytes: &[u8], format: ImageFormat, what: &str) -> Result<RgbImage> {
+/// Reads the header of a PNG, WebP or BMP file (chunks before the image data, for PNG; the chunk
+/// index, for WebP): the decoder, ready to decode, and the EXIF orientation.
+fn image_crate_header<'a>(
+    bytes: &'a [u8],
+    format: ImageFormat,
+    what: &str,
+) -> Result<(impl ImageDecoder + 'a, u16)> {
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_PIXELS * 8 + (1 << 20));
@@ -273,6 +339,12 @@ fn decode_with_image_crate(bytes: &[u8], format: ImageFormat, what: &str) -> Res
     let (w, h) = decoder.dimensions();
     check_size(w as u64, h as u64, what)?;
     let orientation = decoder.orientation().map(exif_value).unwrap_or(1);
+    Ok((decoder, orientation))
+}
+
+fn decode_with_image_crate(bytes: &[u8], format: ImageFormat, what: &str) -> Result<RgbImage> {
+    let (decoder, orientation) = image_crate_header(bytes, format, what)?;
+    let (w, h) = decoder.dimensions();
     let img = DynamicImage::from_decoder(decoder).map_err(|e| corrupt(what, e))?;
     let data = match img {
         DynamicImage::ImageRgb8(b) => b.into_raw(),

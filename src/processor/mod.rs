@@ -5,7 +5,9 @@
 pub mod image;
 pub mod prompt;
 pub mod resize;
+pub mod source;
 pub mod stream;
+mod template_guard;
 pub mod tiling;
 
 use std::path::Path;
@@ -17,6 +19,7 @@ use crate::config::{ModelConfig, ProcessorConfig};
 use crate::error::{Error, Result};
 use crate::model::PixelInput;
 pub use image::RgbImage;
+pub use source::{AnyImage, ImageFile, ImageSource};
 
 /// Model inputs for one sample.
 #[derive(Debug, Clone)]
@@ -143,13 +146,16 @@ impl Processor {
     }
 
     /// Runs the image processor over the images of one sample.
-    pub fn process_images(&self, images: &[RgbImage]) -> (PixelInput, Vec<(usize, usize)>) {
+    pub fn process_images<I: std::borrow::Borrow<RgbImage>>(
+        &self,
+        images: &[I],
+    ) -> (PixelInput, Vec<(usize, usize)>) {
         let m = self.config.image.max_image_size;
         let mut values = Vec::new();
         let mut grids = Vec::with_capacity(images.len());
         let mut tiles = 0;
         for img in images {
-            let t = tiling::process_image(img, &self.config.image);
+            let t = tiling::process_image(img.borrow(), &self.config.image);
             grids.push((t.rows, t.cols));
             tiles += t.tiles.len();
             for tile in t.tiles {
@@ -166,6 +172,33 @@ impl Processor {
         (pixels, grids)
     }
 
+    /// The crop grid (rows, columns) of each image of the given upright sizes, after checking that
+    /// their image tokens (`(rows·cols + 1)·image_seq_len` each) fit in the context.
+    pub fn image_grids(
+        &self,
+        sizes: impl ExactSizeIterator<Item = (usize, usize)>,
+    ) -> Result<Vec<(usize, usize)>> {
+        let ctx = self.context;
+        let n_images = sizes.len();
+        let grids: Vec<(usize, usize)> = sizes
+            .map(|(w, h)| tiling::grid(w, h, &self.config.image))
+            .collect();
+        let image_tokens = grids.iter().try_fold(0usize, |sum, &(r, c)| {
+            let tiles = r.checked_mul(c)?.checked_add(1)?;
+            sum.checked_add(tiles.checked_mul(self.config.image_seq_len)?)
+        });
+        match image_tokens {
+            Some(n) if n < ctx => Ok(grids),
+            n => {
+                let n = n.map_or_else(|| "more than 2⁶⁴".into(), |n| n.to_string());
+                Err(Error::input(format!(
+                    "the {n_images} image(s) need {n} image tokens but the model's context holds \
+                     {ctx} (max_position_embeddings)"
+                )))
+            }
+        }
+    }
+
     /// The most images a prompt can hold: each needs at least its global view's tokens.
     pub fn max_images(&self) -> usize {
         self.context / (self.config.image_seq_len + 3).max(1)
@@ -173,29 +206,12 @@ impl Processor {
 
     /// Expands `<image>` markers of an already rendered prompt for `images`, tokenizes it (special
     /// tokens added as the processor does) and processes the images. The prompt's length is checked
-    /// against the context before tokenizing (from the image sizes and the text's length) and after,
-    /// so that no pixel is resized for a prompt the model cannot take.
-    pub fn encode(&self, text: &str, images: &[RgbImage]) -> Result<Encoded> {
+    /// against the context before tokenizing (from the image sizes, which encoded images give from
+    /// their headers, and the text's length) and after, so that no pixel is decoded or resized for a
+    /// prompt the model cannot take.
+    pub fn encode<I: ImageSource>(&self, text: &str, images: &[I]) -> Result<Encoded> {
         let ctx = self.context;
-        let grids: Vec<(usize, usize)> = images
-            .iter()
-            .map(|i| tiling::grid(i.width, i.height, &self.config.image))
-            .collect();
-        let image_tokens = grids.iter().try_fold(0usize, |sum, &(r, c)| {
-            let tiles = r.checked_mul(c)?.checked_add(1)?;
-            sum.checked_add(tiles.checked_mul(self.config.image_seq_len)?)
-        });
-        match image_tokens {
-            Some(n) if n < ctx => {}
-            n => {
-                let n = n.map_or_else(|| "more than 2⁶⁴".into(), |n| n.to_string());
-                return Err(Error::input(format!(
-                    "the {} image(s) need {n} image tokens but the model's context holds {ctx} \
-                     (max_position_embeddings)",
-                    images.len()
-                )));
-            }
-        }
+        let grids = self.image_grids(images.iter().map(ImageSource::size))?;
         let expanded = prompt::expand_images(text, &grids, self.config.image_seq_len)?;
         let at_least = expanded.len() / self.longest_token;
         if at_least >= ctx {
@@ -220,7 +236,11 @@ impl Processor {
         let pixels = if images.is_empty() {
             None
         } else {
-            Some(self.process_images(images).0)
+            let decoded = images
+                .iter()
+                .map(ImageSource::pixels)
+                .collect::<Result<Vec<_>>>()?;
+            Some(self.process_images(&decoded).0)
         };
         Ok(Encoded { input_ids, pixels })
     }

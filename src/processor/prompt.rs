@@ -7,6 +7,7 @@ use std::path::Path;
 use minijinja::Environment;
 use serde_json::Value;
 
+use super::template_guard;
 use crate::error::{Error, Result};
 use crate::limits::{
     MAX_CONTENT_ITEMS, MAX_CONVERSATION_BYTES, MAX_MESSAGES, MAX_RENDERED_BYTES, TEMPLATE_FUEL,
@@ -80,7 +81,8 @@ pub fn render_chat(
             .expect("the default delimiters are valid"),
     );
     minijinja_contrib::add_to_environment(&mut env);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    // Python's string methods, and the bounded operators and filters that replace minijinja's.
+    template_guard::install(&mut env);
     env.add_function(
         "raise_exception",
         |msg: String| -> std::result::Result<String, minijinja::Error> {
@@ -96,7 +98,17 @@ pub fn render_chat(
     // without charging fuel: doubling a list sixty times and taking its length never ends.
     env.add_filter("length", bounded_length);
     env.add_filter("count", bounded_length);
-    env.add_template("chat", template)
+    // minijinja's parser has the first word on the syntax; the bounded source is what runs.
+    Environment::new()
+        .template_from_str(template)
+        .map_err(|e| Error::input(format!("the chat template does not parse: {e}")))?;
+    let bounded = template_guard::bound_source(template).map_err(|e| {
+        Error::input(format!(
+            "the chat template is refused: its expressions cannot be checked for the size of \
+             the values they build ({e})"
+        ))
+    })?;
+    env.add_template_owned("chat", bounded)
         .map_err(|e| Error::input(format!("the chat template does not parse: {e}")))?;
     let tmpl = env.get_template("chat").expect("just added");
     let mut ctx = serde_json::Map::new();
@@ -120,6 +132,13 @@ pub fn render_chat(
             return Err(Error::input(format!(
                 "the chat template ran out of fuel: it needs more than {TEMPLATE_FUEL} \
                  instructions for this conversation"
+            )))
+        }
+        Err(e) if e.to_string().contains(template_guard::REFUSED) => {
+            return Err(Error::input(format!(
+                "the chat template is refused: {}",
+                e.detail()
+                    .unwrap_or("it builds a value past the template value limit")
             )))
         }
         Err(e) => return Err(Error::input(format!("the chat template failed: {e}"))),

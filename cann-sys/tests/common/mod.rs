@@ -2,51 +2,18 @@
 //! directory as this test) and points cann-sys at it through IDEFICS3_ASCEND_LIBS before the first load.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 use cann_sys::Context;
 
 /// Builds the simulator and sets the environment; `extra_env` are simulator settings (read at aclInit).
-fn use_simulator(extra_env: &[(&str, &str)]) -> PathBuf {
-    // The test runs as <target>/<profile dir>/deps/<name>-<hash>.
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("test binary lives in <target>/<profile>/deps");
-    let target_dir = profile_dir
-        .parent()
-        .expect("profile directory has a parent");
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev".to_string(),
-        Some(other) => other.to_string(),
-        None => panic!("unexpected profile directory {}", profile_dir.display()),
-    };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "cann-sim",
-            "--profile",
-            &profile,
-            "--target-dir",
-        ])
-        .arg(target_dir)
-        .status()
-        .expect("run cargo build -p cann-sim");
-    assert!(status.success(), "cargo build -p cann-sim failed");
-    let lib = profile_dir.join("libcann_sim.so");
-    assert!(lib.is_file(), "{} was not built", lib.display());
+fn use_simulator(extra_env: &[(&str, &str)]) {
+    let lib = cann_sim_locate::libcann_sim();
     // Set once, before cann-sys first reads the environment; other test threads wait on the OnceLock.
-    std::env::set_var("IDEFICS3_ASCEND_LIBS", &lib);
+    std::env::set_var("IDEFICS3_ASCEND_LIBS", lib);
     for (k, v) in extra_env {
         std::env::set_var(k, v);
     }
-    lib
 }
 
 /// The simulator's device 0 context, made once per test binary and bound on the calling thread.
