@@ -268,7 +268,7 @@ pub fn decode_counters(engine: &Engine, spec: &BenchSpec) -> Result<Option<Decod
     let images = spec
         .images
         .iter()
-        .map(|p| load_image_file(p))
+        .map(|p| ImageFile::open(p))
         .collect::<Result<Vec<_>>>()?;
     let enc = engine.encode(&Conversation::Prompt(spec.prompt.clone()), &images)?;
     let n = spec.new_tokens.saturating_sub(1).max(1);

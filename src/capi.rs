@@ -236,6 +236,7 @@ pub unsafe extern "C" fn idefics3_model_load(
             threads,
             backend,
             device: opts.device,
+            ..EngineOptions::default()
         };
         match Engine::load(Path::new(dir), opts) {
             Ok(engine) => {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::backend::ascend::{AscendBackend, AscendDevice};
+use crate::backend::ascend::{AscendBackend, AscendDevice, KernelChoice};
 use crate::backend::{cpu::CpuBackend, ActDtype, BackendKind};
 use crate::config::GenerationConfig;
 use crate::error::{Error, Result};
@@ -25,6 +25,8 @@ pub struct EngineOptions {
     pub backend: BackendKind,
     /// Device number for [`BackendKind::Ascend`] (must be 0 on the CPU).
     pub device: u32,
+    /// Kernels of the Ascend backend's products and attention.
+    pub kernels: KernelChoice,
 }
 
 impl Default for EngineOptions {
@@ -34,6 +36,7 @@ impl Default for EngineOptions {
             threads: None,
             backend: BackendKind::Cpu,
             device: 0,
+            kernels: KernelChoice::Aclnn,
         }
     }
 }
@@ -82,7 +85,12 @@ impl Model {
             Model::Cpu(m) => format!("cpu, {} threads", m.backend().threads()),
             Model::Ascend(m) => {
                 let d = m.backend().device();
-                format!("ascend device {} ({})", d.device(), d.soc())
+                format!(
+                    "ascend device {} ({}), {} kernels",
+                    d.device(),
+                    d.soc(),
+                    m.backend().kernels().as_str()
+                )
             }
         }
     }
@@ -93,6 +101,12 @@ impl Model {
 pub fn load_model(dir: &Path, opts: &EngineOptions) -> Result<Model> {
     match opts.backend {
         BackendKind::Cpu => {
+            if opts.kernels != KernelChoice::Aclnn {
+                return Err(Error::input(
+                    "--kernels custom applies to the ascend backend (our AscendC kernels); the CPU \
+                     backend has its own",
+                ));
+            }
             if opts.device != 0 {
                 return Err(Error::input(format!(
                     "device {} was asked for, but the CPU backend has no devices to choose (the device \
@@ -109,7 +123,7 @@ pub fn load_model(dir: &Path, opts: &EngineOptions) -> Result<Model> {
             let dev = AscendDevice::open(opts.device)?;
             Ok(Model::Ascend(Idefics3::load(
                 dir,
-                AscendBackend::new(dev, opts.dtype)?,
+                AscendBackend::with_kernels(dev, opts.dtype, opts.kernels)?,
             )?))
         }
     }

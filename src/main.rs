@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use idefics3::backend::ascend::KernelChoice;
 use idefics3::backend::{ActDtype, BackendKind};
 use idefics3::config::ModelConfig;
 use idefics3::engine::{load_model, Conversation, Engine, EngineOptions};
@@ -85,6 +86,10 @@ struct DeviceArgs {
     /// Worker threads of the CPU backend (default: one per core).
     #[arg(long, value_parser = count)]
     threads: Option<usize>,
+    /// Kernels of the ascend backend's products and attention: aclnn (CANN's operators), or custom
+    /// (our AscendC kernels, bf16/fp16; not yet validated on a real 910B).
+    #[arg(long, default_value = "aclnn")]
+    kernels: KernelChoice,
 }
 
 impl DeviceArgs {
@@ -94,6 +99,7 @@ impl DeviceArgs {
             threads: self.threads,
             backend: self.backend,
             device: self.device,
+            kernels: self.kernels,
         }
     }
 }
@@ -514,8 +520,16 @@ fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
             // The original implementation's table, plus where it ran.
             outln!("| model | precision | cards | fa | tokens/s |");
             outln!("|---|---|---|---|---|");
+            let fa = match model {
+                idefics3::engine::Model::Ascend(m)
+                    if m.backend().kernels() == KernelChoice::Custom =>
+                {
+                    "yes (kernels/flash_attention.cpp)"
+                }
+                _ => "yes (aclnnFlashAttentionScore)",
+            };
             outln!(
-                "| {name} | {dtype} | 1 ({}) | aclnnFlashAttentionScore | {:.2} |",
+                "| {name} | {dtype} | 1 ({}) | {fa} | {:.2} |",
                 model.placement(),
                 r.decode_tok_s
             );

@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use checks::{check_bf16, check_f16, check_f32, expected, Run, N};
 use common::*;
-use idefics3::backend::ascend::{sim, AscendBackend, AscendDevice};
+use idefics3::backend::ascend::{sim, AscendBackend, AscendDevice, KernelChoice};
 use idefics3::backend::{ActDtype, Backend};
 use idefics3::generate::greedy;
 use idefics3::model::Idefics3;
@@ -313,4 +313,51 @@ fn a_missing_device_number_is_named() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `--kernels custom`: our AscendC kernels (built for the simulator by scripts/build_kernel_cpu.sh)
+/// run every product and attention of the whole model in bf16 and fp16, within the same bounds
+/// against transformers as aclnn.
+#[test]
+fn custom_kernels_match_transformers_on_the_simulated_device() {
+    let _g = on_sim();
+    let kernels = kernel_binaries();
+    static ENV: OnceLock<()> = OnceLock::new();
+    ENV.get_or_init(|| std::env::set_var("IDEFICS3_ASCEND_KERNELS", kernels));
+    for case in CASES {
+        let dir = fixture(case);
+        let inputs = read_inputs(&dir.join("inputs.safetensors")).unwrap();
+        for dtype in [ActDtype::Bf16, ActDtype::F16] {
+            let b = AscendBackend::with_kernels(
+                AscendDevice::open(0).unwrap(),
+                dtype,
+                KernelChoice::Custom,
+            )
+            .unwrap();
+            assert_eq!(b.kernels(), KernelChoice::Custom);
+            sim::reset_counters();
+            let model = Idefics3::load(&dir.join("model"), b).unwrap();
+            let out = greedy(&model, &inputs.input_ids, inputs.pixels.as_ref(), N, true).unwrap();
+            let launches = sim::counters().unwrap()["streams"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    s["kernel_launches"]
+                        .as_object()
+                        .map_or(0, |m| m.values().map(|v| v.as_u64().unwrap()).sum::<u64>())
+                })
+                .sum::<u64>();
+            assert!(launches > 0, "{case}: no custom kernel ran");
+            let run = Run {
+                logits: out.prompt_logits,
+                features: out.image_features,
+                ids: out.ids.iter().map(|&i| i as i64).collect(),
+            };
+            match dtype {
+                ActDtype::Bf16 => check_bf16(case, run),
+                _ => check_f16(case, run),
+            }
+        }
+    }
 }

@@ -84,32 +84,10 @@ fn profile_dir() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
-/// Builds the simulator (`libcann_sim.so`) once per test binary, in this build's target directory and
-/// profile, and returns its path.
-pub fn simulator() -> &'static PathBuf {
-    static SIM: OnceLock<PathBuf> = OnceLock::new();
-    SIM.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let profile_dir = profile_dir();
-        let profile = profile_dir
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "cann-sim", "--quiet"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
-        if profile == "release" {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().unwrap();
-        assert!(status.success(), "cargo build -p cann-sim failed");
-        let lib = profile_dir.join("libcann_sim.so");
-        assert!(lib.is_file(), "{} was not built", lib.display());
-        lib
-    })
+/// The simulator (`libcann_sim.so`), built once per process by cann-sim-locate in this build's target
+/// directory and profile.
+pub fn simulator() -> &'static Path {
+    cann_sim_locate::libcann_sim()
 }
 
 /// The newest modification time of the files under `path` (itself if a file).

@@ -149,9 +149,45 @@ struct RopeRows {
     sin: Block,
 }
 
+/// Which implementation runs the products and attention on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelChoice {
+    /// CANN's aclnn operators (the default until our kernels have been validated on a real 910B).
+    #[default]
+    Aclnn,
+    /// Our AscendC kernels of `kernels/` ([`custom::CustomKernels`]) for the matmuls and attention in
+    /// bf16 and fp16; f32 (which they do not take) and shapes they refuse stay on aclnn.
+    Custom,
+}
+
+impl KernelChoice {
+    /// The name used by `--kernels`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelChoice::Aclnn => "aclnn",
+            KernelChoice::Custom => "custom",
+        }
+    }
+}
+
+impl std::str::FromStr for KernelChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "aclnn" => Ok(KernelChoice::Aclnn),
+            "custom" => Ok(KernelChoice::Custom),
+            other => Err(format!(
+                "unknown kernels {other:?}; expected aclnn or custom"
+            )),
+        }
+    }
+}
+
 /// The Ascend backend.
 pub struct AscendBackend {
     dev: AscendDevice,
+    /// Our kernels, when chosen and the activations are 16-bit.
+    custom: Option<custom::CustomKernels>,
     act: ActDtype,
     dtype: aclDataType,
     elem: usize,
@@ -191,8 +227,20 @@ fn op_err(op: &'static str) -> impl Fn(cann_sys::Error) -> Error {
 type Phase1<'a> = Box<dyn FnOnce(&mut u64, &mut *mut aclOpExecutor) -> aclnnStatus + 'a>;
 
 impl AscendBackend {
-    /// A backend on an opened device computing with activations in `act`.
+    /// A backend on an opened device computing with activations in `act`, on aclnn.
     pub fn new(dev: AscendDevice, act: ActDtype) -> Result<Self> {
+        Self::with_kernels(dev, act, KernelChoice::Aclnn)
+    }
+
+    /// A backend on an opened device computing with activations in `act` on the chosen kernels
+    /// (our kernels take 16-bit activations only: in f32 mode the choice changes nothing).
+    pub fn with_kernels(dev: AscendDevice, act: ActDtype, kernels: KernelChoice) -> Result<Self> {
+        let custom = match kernels {
+            KernelChoice::Custom if act != ActDtype::F32 => {
+                Some(custom::CustomKernels::load(&dev.ctx)?)
+            }
+            _ => None,
+        };
         let ctx = dev.ctx.clone();
         let e = op_err("init");
         ctx.bind().map_err(&e)?;
@@ -212,6 +260,7 @@ impl AscendBackend {
         // vision chunk or a prefill of Idefics3-8B.
         let keep = ctx.mem_info().map_or(8 << 30, |(_, total)| total / 8);
         Ok(AscendBackend {
+            custom,
             act,
             dtype: acl_dtype(act),
             elem: elem_size(act),
@@ -239,6 +288,15 @@ impl AscendBackend {
     /// The opened device.
     pub fn device(&self) -> &AscendDevice {
         &self.dev
+    }
+
+    /// Which kernels run the products and attention.
+    pub fn kernels(&self) -> KernelChoice {
+        if self.custom.is_some() {
+            KernelChoice::Custom
+        } else {
+            KernelChoice::Aclnn
+        }
     }
 
     /// Fresh device allocations made by the pools so far (flat in steady state).
@@ -363,7 +421,8 @@ impl AscendBackend {
     }
 
     /// Flash attention over `q [b, sq, heads·d]` and `k, v [b, skv, kv_heads·d]` at the given
-    /// addresses; `mask` is either a full `[b, 1, sq, skv]` mask (1 = hidden) or causal.
+    /// addresses: bidirectional within each of the `b` sequences with `key_valid` (per key of all
+    /// sequences) when given, or causal (query i sees keys up to `i + skv - sq`).
     #[allow(clippy::too_many_arguments)]
     fn flash(
         &self,
@@ -376,9 +435,72 @@ impl AscendBackend {
         sq: usize,
         skv: usize,
         p: &AttentionParams,
-        full_mask: Option<&Block>,
+        key_valid: Option<&[bool]>,
         causal: bool,
     ) -> Result<AscendTensor> {
+        let key_valid = key_valid.filter(|valid| valid.iter().any(|v| !v));
+        if let Some(kern) = self
+            .custom
+            .as_ref()
+            .filter(|_| p.head_dim.is_multiple_of(8) && p.head_dim <= 128)
+        {
+            let out = self.tensor(inner, op, q.rows, p.heads * p.head_dim)?;
+            let mask = match key_valid {
+                Some(valid) => {
+                    let bytes: Vec<u8> = valid.iter().map(|&v| u8::from(v)).collect();
+                    Some(self.upload_small(inner, op, &bytes)?)
+                }
+                None => None,
+            };
+            let shape = custom::FlashShape {
+                batch,
+                heads: p.heads,
+                kv_heads: p.kv_heads,
+                head_dim: p.head_dim,
+                q_len: sq,
+                kv_len: skv,
+                q: custom::Strides::bsnd(sq, p.heads, p.head_dim),
+                k: custom::Strides::bsnd(skv, p.kv_heads, p.head_dim),
+                v: custom::Strides::bsnd(skv, p.kv_heads, p.head_dim),
+                out: custom::Strides::bsnd(sq, p.heads, p.head_dim),
+                causal: causal.then_some(skv - sq),
+                scale: p.scale,
+                dtype: self.act,
+            };
+            let Inner {
+                compute, workspace, ..
+            } = inner;
+            kern.flash_attention(
+                compute,
+                q.block.ptr(),
+                k,
+                v,
+                out.block.ptr(),
+                mask.as_ref().map(Block::ptr),
+                &shape,
+                workspace,
+            )?;
+            return Ok(out);
+        }
+        let full_mask = match key_valid {
+            Some(valid) => {
+                // [batch, 1, S, S], 1 where a key is hidden (the document's convention).
+                let s = sq;
+                let mut m = vec![0u8; batch * s * s];
+                for b in 0..batch {
+                    let hidden: Vec<u8> = valid[b * s..(b + 1) * s]
+                        .iter()
+                        .map(|&v| u8::from(!v))
+                        .collect();
+                    for i in 0..s {
+                        m[(b * s + i) * s..][..s].copy_from_slice(&hidden);
+                    }
+                }
+                Some(self.upload_small(inner, op, &m)?)
+            }
+            None => None,
+        };
+        let full_mask = full_mask.as_ref();
         let (hq, hkv) = (p.heads * p.head_dim, p.kv_heads * p.head_dim);
         let out = self.tensor(inner, op, q.rows, hq)?;
         let stats_len = batch * p.heads * sq * 8 * 4;
@@ -558,7 +680,7 @@ impl AscendBackend {
         Ok(out)
     }
 
-    /// `x·Wᵀ (+ b)` into a new tensor, on the locked state.
+    /// `x·Wᵀ (+ b)`, then GELU when `gelu`, into a new tensor, on the locked state.
     fn matmul_locked(
         &self,
         inner: &mut Inner,
@@ -566,6 +688,7 @@ impl AscendBackend {
         x: &AscendTensor,
         w: &AscendWeight,
         bias: Option<&AscendWeight>,
+        gelu: bool,
     ) -> Result<AscendTensor> {
         check(x.cols == w.cols, op, || {
             format!(
@@ -584,6 +707,26 @@ impl AscendBackend {
         }
         let (m, k, n) = (x.rows, x.cols, w.rows);
         let out = self.tensor(inner, op, m, n)?;
+        if let Some(kern) = &self.custom {
+            let Inner {
+                compute, workspace, ..
+            } = inner;
+            kern.matmul(
+                compute,
+                x.block.ptr(),
+                w.block.ptr(),
+                bias.map(|b| b.block.ptr()),
+                out.block.ptr(),
+                m,
+                n,
+                k,
+                self.act,
+                self.act,
+                gelu,
+                workspace,
+            )?;
+            return Ok(out);
+        }
         let tx = self.desc(x.block.ptr(), &[m, k], op)?;
         // W[N, K] seen as Wᵀ [K, N] through strides (1, K): the checkpoint layout, read in place.
         let tw = Tensor::new(
@@ -610,6 +753,9 @@ impl AscendBackend {
         if let Some(b) = bias {
             let tb = self.desc(b.block.ptr(), &[n], op)?;
             self.inplace_add(inner, op, &to, &tb)?;
+        }
+        if gelu {
+            return self.unary(inner, op, &out, Unary::GeluTanh);
         }
         Ok(out)
     }
@@ -965,7 +1111,7 @@ impl Backend for AscendBackend {
         bias: Option<&AscendWeight>,
     ) -> Result<AscendTensor> {
         let mut inner = self.enter("matmul")?;
-        self.matmul_locked(&mut inner, "matmul", x, w, bias)
+        self.matmul_locked(&mut inner, "matmul", x, w, bias, false)
     }
 
     fn matmul_gelu(
@@ -975,8 +1121,7 @@ impl Backend for AscendBackend {
         bias: Option<&AscendWeight>,
     ) -> Result<AscendTensor> {
         let mut inner = self.enter("matmul_gelu")?;
-        let y = self.matmul_locked(&mut inner, "matmul_gelu", x, w, bias)?;
-        self.unary(&mut inner, "matmul_gelu", &y, Unary::GeluTanh)
+        self.matmul_locked(&mut inner, "matmul_gelu", x, w, bias, true)
     }
 
     fn layer_norm(
@@ -1189,40 +1334,19 @@ impl Backend for AscendBackend {
         check_attention(OP, q, (k.rows, k.cols), (v.rows, v.cols), p)?;
         let mut inner = self.enter(OP)?;
         match p.mask {
-            AttentionMask::Bidirectional { seq_len, key_valid } => {
-                let batch = q.rows / seq_len;
-                let mask = match key_valid {
-                    Some(valid) if valid.iter().any(|v| !v) => {
-                        // [batch, 1, S, S], 1 where a key is hidden (the document's convention).
-                        let s = seq_len;
-                        let mut m = vec![0u8; batch * s * s];
-                        for b in 0..batch {
-                            let hidden: Vec<u8> = valid[b * s..(b + 1) * s]
-                                .iter()
-                                .map(|&v| u8::from(!v))
-                                .collect();
-                            for i in 0..s {
-                                m[(b * s + i) * s..][..s].copy_from_slice(&hidden);
-                            }
-                        }
-                        Some(self.upload_small(&inner, OP, &m)?)
-                    }
-                    _ => None,
-                };
-                self.flash(
-                    &mut inner,
-                    OP,
-                    q,
-                    k.block.ptr(),
-                    v.block.ptr(),
-                    batch,
-                    seq_len,
-                    seq_len,
-                    p,
-                    mask.as_ref(),
-                    false,
-                )
-            }
+            AttentionMask::Bidirectional { seq_len, key_valid } => self.flash(
+                &mut inner,
+                OP,
+                q,
+                k.block.ptr(),
+                v.block.ptr(),
+                q.rows / seq_len,
+                seq_len,
+                seq_len,
+                p,
+                key_valid,
+                false,
+            ),
             AttentionMask::Causal { .. } => self.flash(
                 &mut inner,
                 OP,
