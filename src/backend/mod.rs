@@ -263,6 +263,13 @@ pub trait Backend: Send + Sync {
         src: &Self::Tensor,
     ) -> Result<()>;
 
+    /// Called before the model's weights are loaded, with their total size in bytes (a device shows
+    /// the upload's progress).
+    fn begin_load(&self, _total_bytes: u64) {}
+
+    /// Called when every weight has been loaded.
+    fn end_load(&self) {}
+
     /// Records a mark in the device's queue of work, for timing stages on the device's own clock
     /// without waiting; `None` on a backend whose ops have finished when they return (the host's
     /// clock then times them).

@@ -150,6 +150,13 @@ impl<B: Backend> Idefics3<B> {
             }
         }
         checkpoint.validate(&expected_tensors(&config), ignorable(&config))?;
+        backend.begin_load(
+            checkpoint
+                .files()
+                .iter()
+                .map(|f| f.bytes().len() as u64)
+                .sum(),
+        );
         let vision = vision::VisionTower::load(&backend, &checkpoint, &config.vision)?;
         let connector = connector::Connector::load(&backend, &checkpoint, &config)?;
         let text = text::TextModel::load(
@@ -158,6 +165,7 @@ impl<B: Backend> Idefics3<B> {
             &config.text,
             config.tie_word_embeddings,
         )?;
+        backend.end_load();
         Ok(Idefics3 {
             backend,
             config,

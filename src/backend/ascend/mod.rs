@@ -194,6 +194,8 @@ pub struct AscendBackend {
     pool: Arc<DevicePool>,
     host: HostPool,
     inner: Mutex<Inner>,
+    /// The weight upload's progress bar (drawn on a terminal only).
+    progress: Mutex<Option<indicatif::ProgressBar>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -281,6 +283,7 @@ impl AscendBackend {
                 spare_events: Vec::new(),
                 next_mark: 0,
             }),
+            progress: Mutex::new(None),
             dev,
         })
     }
@@ -891,6 +894,9 @@ impl Backend for AscendBackend {
                 convert::checkpoint_into(from, s, act, dst, &mut scratch);
             },
         )?;
+        if let Some(bar) = lock(&self.progress).as_ref() {
+            bar.inc(src.len() as u64);
+        }
         Ok(AscendWeight {
             block,
             rows,
@@ -1511,6 +1517,23 @@ impl Backend for AscendBackend {
             api.aclnnInplaceIndexCopy.get(),
             Box::new(|size, exec| unsafe { phase1(td.raw(), 0, ti.raw(), ts.raw(), size, exec) }),
         )
+    }
+
+    fn begin_load(&self, total_bytes: u64) {
+        // indicatif draws nothing when stderr is not a terminal.
+        let bar = indicatif::ProgressBar::new(total_bytes);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "uploading weights to the device {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        ) {
+            bar.set_style(style);
+        }
+        *lock(&self.progress) = Some(bar);
+    }
+
+    fn end_load(&self) {
+        if let Some(bar) = lock(&self.progress).take() {
+            bar.finish_and_clear();
+        }
     }
 
     fn mark(&self) -> Result<Option<u64>> {
