@@ -45,7 +45,14 @@ fn digest(case: &str, dtype: ActDtype) -> String {
     let dir = fixture(case);
     let inputs = read_inputs(&dir.join("inputs.safetensors")).unwrap();
     let model = Idefics3::load(&dir.join("model"), CpuBackend::new(dtype, None).unwrap()).unwrap();
-    let out = greedy(&model, &inputs.input_ids, inputs.pixels.as_ref(), STEPS, true).unwrap();
+    let out = greedy(
+        &model,
+        &inputs.input_ids,
+        inputs.pixels.as_ref(),
+        STEPS,
+        true,
+    )
+    .unwrap();
     let mut d = Digest::new();
     d.f32s(&out.prompt_logits);
     d.f32s(out.image_features.as_deref().unwrap_or(&[]));
