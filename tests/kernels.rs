@@ -287,8 +287,8 @@ fn thread_counts_give_identical_bits() {
     let t1 = one.upload(&x, 9, 96).unwrap();
     let t2 = two.upload(&x, 9, 96).unwrap();
     assert_eq!(
-        one.matmul(&t1, &w, None).unwrap().data,
-        two.matmul(&t2, &w, None).unwrap().data
+        one.matmul(&t1, &w, None).unwrap().to_f32(),
+        two.matmul(&t2, &w, None).unwrap().to_f32()
     );
 }
 
@@ -309,9 +309,13 @@ fn fused_gelu_matmul_equals_matmul_then_gelu() {
                 let fused = b.matmul_gelu(&xt, &w, Some(&bias)).unwrap();
                 let mut separate = b.matmul(&xt, &w, Some(&bias)).unwrap();
                 b.gelu_tanh(&mut separate).unwrap();
-                assert_eq!(fused.data, separate.data, "({m},{k},{n}) {dtype:?} {act:?}");
+                assert_eq!(
+                    fused.to_f32(),
+                    separate.to_f32(),
+                    "({m},{k},{n}) {dtype:?} {act:?}"
+                );
                 // And a GELU ran: its minimum is about −0.17, while the plain products reach −5.
-                assert!(fused.data.iter().all(|&f| f > -0.2));
+                assert!(fused.to_f32().iter().all(|&f| f > -0.2));
             }
         }
     }

@@ -9,6 +9,7 @@
 //! value is read once per token), the runs are spread over the threads, and their partial softmaxes
 //! are merged by rescaling to the largest maximum, as torch merges its key blocks.
 
+use super::act::ActData;
 use super::matmul::{has_avx512, BMat, Packed};
 use super::{pool, CpuTensor};
 use crate::backend::{AttentionMask, AttentionParams};
@@ -54,12 +55,23 @@ pub struct Kv<'a> {
 }
 
 impl<'a> Kv<'a> {
-    /// An f32 activation matrix.
+    /// An activation matrix, in its storage.
     pub fn of(t: &'a CpuTensor) -> Self {
         Kv {
-            data: KvData::F32(&t.data),
+            data: match &t.data {
+                ActData::F32(d) => KvData::F32(d),
+                ActData::Bf16(d) => KvData::Bf16(d),
+            },
             rows: t.rows,
             cols: t.cols,
+        }
+    }
+
+    /// Appends the `len` values from element `start` on, widened to f32, to `out`.
+    fn extend_f32(&self, start: usize, len: usize, out: &mut Vec<f32>) {
+        match self.data {
+            KvData::F32(d) => out.extend_from_slice(&d[start..start + len]),
+            KvData::Bf16(d) => out.extend(d[start..start + len].iter().map(|&b| bf16_to_f32(b))),
         }
     }
 
@@ -72,7 +84,7 @@ impl<'a> Kv<'a> {
 }
 
 /// Attention of every query row of `q` over the keys it may see.
-pub fn attention(q: &CpuTensor, k: Kv, v: Kv, p: &AttentionParams, round: bool) -> Vec<f32> {
+pub fn attention(q: Kv, k: Kv, v: Kv, p: &AttentionParams, round: bool) -> Vec<f32> {
     let hd = p.head_dim;
     let (q_cols, kv_cols) = (p.heads * hd, p.kv_heads * hd);
     assert_eq!(q.cols, q_cols, "attention: q width");
@@ -82,16 +94,16 @@ pub fn attention(q: &CpuTensor, k: Kv, v: Kv, p: &AttentionParams, round: bool) 
     let mut out = vec![0f32; q.rows * q_cols];
     if q.rows < MIN_GEMM_ROWS {
         match (k.data, v.data) {
-            (KvData::F32(kd), KvData::F32(vd)) => split_key_path(q, kd, vd, p, round, &mut out),
-            (KvData::Bf16(kd), KvData::Bf16(vd)) => split_key_path(q, kd, vd, p, round, &mut out),
+            (KvData::F32(kd), KvData::F32(vd)) => split_key_path(&q, kd, vd, p, round, &mut out),
+            (KvData::Bf16(kd), KvData::Bf16(vd)) => split_key_path(&q, kd, vd, p, round, &mut out),
             _ => {
                 let (kd, vd) = (k.to_f32(), v.to_f32());
-                split_key_path(q, &kd[..], &vd[..], p, round, &mut out)
+                split_key_path(&q, &kd[..], &vd[..], p, round, &mut out)
             }
         }
     } else {
         let (kd, vd) = (k.to_f32(), v.to_f32());
-        blocked_path(q, &kd, &vd, p, round, &mut out);
+        blocked_path(&q, &kd, &vd, p, round, &mut out);
     }
     out
 }
@@ -141,14 +153,7 @@ fn softmax_numerators(scores: &mut [f32], scale: f32, round: bool) -> (f32, f32)
     (max, sum)
 }
 
-fn blocked_path(
-    q: &CpuTensor,
-    k: &[f32],
-    v: &[f32],
-    p: &AttentionParams,
-    round: bool,
-    out: &mut [f32],
-) {
+fn blocked_path(q: &Kv, k: &[f32], v: &[f32], p: &AttentionParams, round: bool, out: &mut [f32]) {
     let hd = p.head_dim;
     let (q_cols, kv_cols) = (p.heads * hd, p.kv_heads * hd);
     let group = p.heads / p.kv_heads;
@@ -202,7 +207,7 @@ fn blocked_path(
             let nk = visible - k0;
             qh.clear();
             for i in b0..b1 {
-                qh.extend_from_slice(&q.data[i * q_cols + h * hd..i * q_cols + (h + 1) * hd]);
+                q.extend_f32(i * q_cols + h * hd, hd, &mut qh);
             }
             // Scores over the keys visible to the block's last row; the rest of P stays zero.
             // Every entry is overwritten by the product: only the length matters.
@@ -310,7 +315,7 @@ struct Run {
 }
 
 fn split_key_path<E: KvElem>(
-    q: &CpuTensor,
+    q: &Kv,
     k: &[E],
     v: &[E],
     p: &AttentionParams,
@@ -357,9 +362,14 @@ fn split_key_path<E: KvElem>(
     }
     let partials = pool::map(runs.len(), |t| {
         let run = runs[t];
-        let qg = &q.data[run.row * q_cols + run.group * group * hd..][..group * hd];
+        let mut qg = Vec::with_capacity(group * hd);
+        q.extend_f32(
+            run.row * q_cols + run.group * group * hd,
+            group * hd,
+            &mut qg,
+        );
         let col = run.group * hd;
-        attend_run(qg, hd, k, v, kv_cols, col, run, valid, p.scale, round)
+        attend_run(&qg, hd, k, v, kv_cols, col, run, valid, p.scale, round)
     });
     // Merge the runs of each (row, key head), in key order.
     let mut t = 0;

@@ -2,6 +2,7 @@
 //! rounds to the activation dtype where transformers running in that dtype rounds (the GELU takes a
 //! flag for bf16 rounding only, since the matmul epilogue shares it; f16 callers round after it).
 
+use super::act::Elem;
 use crate::backend::ActDtype;
 use crate::numeric::round_bf16;
 
@@ -20,23 +21,45 @@ fn r16(v: f32, round: bool) -> f32 {
 }
 
 /// LayerNorm of one row: statistics in f64 for accuracy, affine in f32, one rounding.
-pub fn layer_norm_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, round: ActDtype, out: &mut [f32]) {
+pub fn layer_norm_row<E: Elem>(
+    x: &[E],
+    w: &[f32],
+    b: &[f32],
+    eps: f32,
+    round: ActDtype,
+    out: &mut [E],
+) {
     let n = x.len() as f64;
-    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let mean = x.iter().map(|&v| v.get() as f64).sum::<f64>() / n;
+    let var = x
+        .iter()
+        .map(|&v| (v.get() as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
     let rstd = (1.0 / (var + eps as f64).sqrt()) as f32;
     let mean = mean as f32;
     for i in 0..x.len() {
-        out[i] = r((x[i] - mean) * rstd * w[i] + b[i], round);
+        out[i] = E::put((x[i].get() - mean) * rstd * w[i] + b[i], round);
     }
 }
 
 /// RMSNorm of one row: normalised in f32, rounded, then multiplied by the weight (and rounded).
-pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, round: ActDtype, out: &mut [f32]) {
-    let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / x.len() as f64;
+pub fn rms_norm_row<E: Elem>(x: &[E], w: &[f32], eps: f32, round: ActDtype, out: &mut [E]) {
+    let ms = x
+        .iter()
+        .map(|&v| v.get() as f64 * v.get() as f64)
+        .sum::<f64>()
+        / x.len() as f64;
     let scale = 1.0 / (ms as f32 + eps).sqrt();
     for i in 0..x.len() {
-        out[i] = r(w[i] * r(x[i] * scale, round), round);
+        out[i] = E::put(w[i] * r(x[i].get() * scale, round), round);
+    }
+}
+
+/// `x += y`, rounded.
+pub fn add_assign<E: Elem>(x: &mut [E], y: &[E], round: ActDtype) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a = E::put(a.get() + b.get(), round);
     }
 }
 
@@ -54,6 +77,19 @@ pub fn gelu_tanh(x: &mut [f32], round: bool) {
     gelu_tanh_scalar(x, round)
 }
 
+/// GELU (tanh approximation) in place on bf16 bit patterns, rounded to bf16: the values of
+/// [`gelu_tanh`] with rounding, stored in 16 bits.
+pub fn gelu_tanh_bf16(x: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::matmul::has_avx512() && is_x86_feature_detected!("avx512vl") {
+        // SAFETY: the CPU has AVX-512F, BW, VL and FMA.
+        return unsafe { simd::gelu_tanh_bf16(x) };
+    }
+    for v in x.iter_mut() {
+        *v = super::act::bf16_bits(gelu_tanh_one(crate::numeric::bf16_to_f32(*v)));
+    }
+}
+
 fn gelu_tanh_scalar(x: &mut [f32], round: bool) {
     for v in x.iter_mut() {
         *v = r16(gelu_tanh_one(*v), round);
@@ -67,17 +103,23 @@ pub fn gelu_tanh_one(a: f32) -> f32 {
 }
 
 /// `silu(gate) ⊙ up`; in bf16/f16 the activation is rounded before the product, as in `act(g) * u`.
-pub fn silu_mul(gate: &[f32], up: &[f32], round: ActDtype, out: &mut [f32]) {
+pub fn silu_mul<E: Elem>(gate: &[E], up: &[E], round: ActDtype, out: &mut [E]) {
     for i in 0..gate.len() {
-        let g = gate[i];
+        let g = gate[i].get();
         let s = r(g / (1.0 + (-g).exp()), round);
-        out[i] = r(s * up[i], round);
+        out[i] = E::put(s * up[i].get(), round);
     }
 }
 
 /// Rotary embedding of every head in one row (half-split convention): angles `pos·inv_freq` in f32,
 /// cos/sin rounded to the activation dtype, each product and sum rounded as in transformers.
-pub fn rope_row(row: &mut [f32], head_dim: usize, pos: u32, inv_freq: &[f32], round: ActDtype) {
+pub fn rope_row<E: Elem>(
+    row: &mut [E],
+    head_dim: usize,
+    pos: u32,
+    inv_freq: &[f32],
+    round: ActDtype,
+) {
     let half = head_dim / 2;
     debug_assert_eq!(inv_freq.len(), half);
     let mut cs = [(0f32, 0f32); 256];
@@ -95,22 +137,28 @@ pub fn rope_row(row: &mut [f32], head_dim: usize, pos: u32, inv_freq: &[f32], ro
         let (lo, hi) = head.split_at_mut(half);
         for i in 0..half {
             let (c, s) = cs[i];
-            let (x1, x2) = (lo[i], hi[i]);
-            lo[i] = r(r(x1 * c, round) - r(x2 * s, round), round);
-            hi[i] = r(r(x2 * c, round) + r(x1 * s, round), round);
+            let (x1, x2) = (lo[i].get(), hi[i].get());
+            lo[i] = E::put(r(x1 * c, round) - r(x2 * s, round), round);
+            hi[i] = E::put(r(x2 * c, round) + r(x1 * s, round), round);
         }
     }
 }
 
-fn rope_row_wide(row: &mut [f32], head_dim: usize, pos: u32, inv_freq: &[f32], round: ActDtype) {
+fn rope_row_wide<E: Elem>(
+    row: &mut [E],
+    head_dim: usize,
+    pos: u32,
+    inv_freq: &[f32],
+    round: ActDtype,
+) {
     let half = head_dim / 2;
     for head in row.chunks_exact_mut(head_dim) {
         for i in 0..half {
             let angle = pos as f32 * inv_freq[i];
             let (c, s) = (r(angle.cos(), round), r(angle.sin(), round));
-            let (x1, x2) = (head[i], head[i + half]);
-            head[i] = r(r(x1 * c, round) - r(x2 * s, round), round);
-            head[i + half] = r(r(x2 * c, round) + r(x1 * s, round), round);
+            let (x1, x2) = (head[i].get(), head[i + half].get());
+            head[i] = E::put(r(x1 * c, round) - r(x2 * s, round), round);
+            head[i + half] = E::put(r(x2 * c, round) + r(x1 * s, round), round);
         }
     }
 }
@@ -327,6 +375,26 @@ pub mod simd {
                 g = round_bf16_ps(g);
             }
             _mm512_mask_storeu_ps(p, m, g);
+        }
+    }
+
+    /// [`gelu_tanh`] with rounding over bf16 bit patterns: each vector widened, passed through the
+    /// same lanes, rounded and narrowed.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+    pub unsafe fn gelu_tanh_bf16(x: &mut [u16]) {
+        for c in (0..x.len()).step_by(16) {
+            let live = (x.len() - c).min(16);
+            let m: __mmask16 = if live == 16 {
+                0xffff
+            } else {
+                (1u16 << live) - 1
+            };
+            let p = x.as_mut_ptr().add(c);
+            let h = _mm256_maskz_loadu_epi16(m, p as *const i16);
+            let v = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)));
+            let g = round_bf16_ps(gelu_ps(v));
+            let n = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(_mm512_castps_si512(g)));
+            _mm256_mask_storeu_epi16(p as *mut i16, m, n);
         }
     }
 

@@ -19,6 +19,9 @@ use std::sync::OnceLock;
 
 pub(super) mod amx;
 
+#[cfg(target_arch = "x86_64")]
+pub(super) use x86::to_bf16_slice;
+
 use super::pool;
 use super::CpuWeight;
 use crate::numeric::{bf16_to_f32, f16_to_f32, round_bf16};
@@ -156,6 +159,33 @@ pub fn has_avx512() -> bool {
     matches!(best_isa().base(), Isa::Avx512Bf16 | Isa::Avx512)
 }
 
+/// The left-hand matrix `A [m, k]`, row-major: f32 values or bf16 bit patterns (activations of a
+/// bf16-mode backend, which the bf16 kernels read without conversion).
+#[derive(Clone, Copy)]
+pub enum AMat<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// bfloat16 bit patterns.
+    Bf16(&'a [u16]),
+}
+
+impl<'a> AMat<'a> {
+    fn len(&self) -> usize {
+        match self {
+            AMat::F32(a) => a.len(),
+            AMat::Bf16(a) => a.len(),
+        }
+    }
+
+    /// The values as f32, for the kernels that read f32 (borrowed when stored so).
+    fn to_f32(self) -> std::borrow::Cow<'a, [f32]> {
+        match self {
+            AMat::F32(a) => a.into(),
+            AMat::Bf16(a) => super::act::widen(a).into(),
+        }
+    }
+}
+
 /// The right-hand matrix `B [n, k]`, read row-wise.
 #[derive(Clone, Copy)]
 pub enum BMat<'a> {
@@ -216,8 +246,24 @@ impl BMat<'_> {
 
 /// `x·Wᵀ (+ bias)` with the best kernel; `round` rounds each output to bf16 and says that `x` holds
 /// bf16 values (the bf16 dot-product kernel is then exact on its products).
-pub fn matmul(x: &[f32], m: usize, w: &CpuWeight, bias: Option<&[f32]>, round: bool) -> Vec<f32> {
-    matmul_isa(best_isa(), x, m, w, bias, round)
+pub fn matmul(x: AMat, m: usize, w: &CpuWeight, bias: Option<&[f32]>, round: bool) -> Vec<f32> {
+    let mut out = vec![0f32; m * w.rows];
+    let epi = Epilogue {
+        bias,
+        round,
+        gelu: false,
+    };
+    gemm_epi(
+        best_isa(),
+        x,
+        m,
+        w.cols,
+        BMat::Weight(w),
+        &epi,
+        round,
+        &mut out,
+    );
+    out
 }
 
 /// `x·Wᵀ (+ bias)` with the kernels of `isa` (which the CPU must support).
@@ -230,14 +276,18 @@ pub fn matmul_isa(
     round: bool,
 ) -> Vec<f32> {
     let mut out = vec![0f32; m * w.rows];
-    gemm(
+    let epi = Epilogue {
+        bias,
+        round,
+        gelu: false,
+    };
+    gemm_epi(
         isa,
-        x,
+        AMat::F32(x),
         m,
         w.cols,
         BMat::Weight(w),
-        bias,
-        round,
+        &epi,
         round,
         &mut out,
     );
@@ -248,7 +298,7 @@ pub fn matmul_isa(
 /// the same values as [`matmul`] followed by the GELU op, in one pass over the output where the
 /// AVX-512 panel kernels run.
 pub fn matmul_gelu(
-    x: &[f32],
+    x: AMat,
     m: usize,
     w: &CpuWeight,
     bias: Option<&[f32]>,
@@ -276,7 +326,7 @@ pub fn matmul_gelu(
 /// Several products `x·Wᵢᵀ (+ bᵢ)` of the same activations, one output each; decoding runs them in one
 /// parallel region.
 pub fn matmul_multi(
-    x: &[f32],
+    x: AMat,
     m: usize,
     ws: &[(&CpuWeight, Option<&[f32]>)],
     round: bool,
@@ -318,14 +368,19 @@ pub fn matmul_multi(
             })
             .collect();
         if m <= GEMV_ROWS {
-            x86::gemv_multi(x, m, &jobs);
+            x86::gemv_multi(&x.to_f32(), m, &jobs);
         } else {
             x86::gemm_multi(isa == Isa::Avx512Bf16 && round, x, m, ws[0].0.cols, &jobs);
         }
         return outs;
     }
     for ((w, bias), out) in ws.iter().zip(outs.iter_mut()) {
-        gemm(isa, x, m, w.cols, BMat::Weight(w), *bias, round, round, out);
+        let epi = Epilogue {
+            bias: *bias,
+            round,
+            gelu: false,
+        };
+        gemm_epi(isa, x, m, w.cols, BMat::Weight(w), &epi, round, out);
     }
     outs
 }
@@ -349,7 +404,7 @@ pub fn gemm(
         round,
         gelu: false,
     };
-    gemm_epi(isa, a, m, k, b, &epi, bf16_inputs, out);
+    gemm_epi(isa, AMat::F32(a), m, k, b, &epi, bf16_inputs, out);
 }
 
 /// [`gemm`] through an epilogue. The panel kernels fuse its GELU; the matrix-vector and dot-product
@@ -357,7 +412,7 @@ pub fn gemm(
 #[allow(clippy::too_many_arguments)]
 fn gemm_epi(
     isa: Isa,
-    a: &[f32],
+    a: AMat,
     m: usize,
     k: usize,
     b: BMat,
@@ -410,10 +465,10 @@ fn gemm_epi(
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Bf16 | Isa::Avx512 => {
             if let BMat::Weight(w) = b {
-                x86::gemv(a, m, w, &unfused, out);
+                x86::gemv(&a.to_f32(), m, w, &unfused, out);
             }
         }
-        _ => dot_gemm(isa, a, m, k, b, &unfused, out),
+        _ => dot_gemm(isa, &a.to_f32(), m, k, b, &unfused, out),
     }
     if epi.gelu {
         super::elementwise::gelu_tanh(out, epi.round);
@@ -469,12 +524,12 @@ impl<'a> Packed<'a> {
             gelu: false,
         };
         if let Some((t, hw)) = &self.tiles {
-            let ta = amx::TileA::new(a, m, self.b.cols(), false);
+            let ta = amx::TileA::new(AMat::F32(a), m, self.b.cols(), false);
             return amx::gemm(*hw, &ta, t, n, &epi, out, false);
         }
         #[cfg(target_arch = "x86_64")]
         if let Some(p) = &self.avx {
-            return x86::gemm_prepacked(a, &[], m, p, n, &epi, out, false);
+            return x86::gemm_prepacked(AMat::F32(a), &[], m, p, n, &epi, out, false);
         }
         let prefix = match self.b {
             BMat::View {
@@ -707,7 +762,7 @@ fn dot<const MR: usize, M: Madd, const L: usize>(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{bf16_to_f32, f16_to_f32, BMat, DType, Epilogue, SendPtr};
+    use super::{bf16_to_f32, f16_to_f32, AMat, BMat, DType, Epilogue, SendPtr};
     use crate::backend::cpu::elementwise::simd::{gelu_ps, round_bf16_ps};
     use crate::backend::cpu::{pool, CpuWeight};
 
@@ -826,7 +881,7 @@ mod x86 {
 
     /// `dst[i] = bf16 bits of round(src[i])` (AVX-512; the ISA was checked by the caller).
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) unsafe fn to_bf16_slice(src: &[f32], dst: &mut [u16]) {
+    pub(in crate::backend::cpu) unsafe fn to_bf16_slice(src: &[f32], dst: &mut [u16]) {
         let n = src.len().min(dst.len());
         let full = n / 16 * 16;
         for c in (0..full).step_by(16) {
@@ -883,8 +938,20 @@ mod x86 {
         }
     }
 
-    /// A as bf16 pairs, rows padded to an even length.
-    fn pack_a_bf16(a: &[f32], k: usize, parallel: bool) -> Vec<u16> {
+    /// A as bf16 pairs, rows padded to an even length: borrowed when A is stored as bf16 with an
+    /// even length already.
+    fn pack_a_bf16(a: AMat<'_>, k: usize, parallel: bool) -> std::borrow::Cow<'_, [u16]> {
+        let a = match a {
+            AMat::Bf16(a) if k.is_multiple_of(2) => return a.into(),
+            AMat::Bf16(a) => {
+                let mut v = vec![0u16; a.len() / k * (k + 1)];
+                for (d, s) in v.chunks_mut(k + 1).zip(a.chunks(k)) {
+                    d[..k].copy_from_slice(s);
+                }
+                return v.into();
+            }
+            AMat::F32(a) => a,
+        };
         let k2 = k.div_ceil(2);
         let m = a.len() / k.max(1);
         let mut v = vec![0u16; m * k2 * 2];
@@ -905,12 +972,12 @@ mod x86 {
         } else {
             v.chunks_mut(k2 * 2).zip(a.chunks(k)).for_each(conv);
         }
-        v
+        v.into()
     }
 
     pub(super) fn gemm_packed(
         bf16: bool,
-        a: &[f32],
+        a: AMat,
         m: usize,
         k: usize,
         b: BMat,
@@ -918,27 +985,29 @@ mod x86 {
         out: &mut [f32],
     ) {
         let packed = PackedB::new(b, k, bf16, true);
-        let ah = if bf16 {
-            pack_a_bf16(a, k, true)
+        if bf16 {
+            let ah = pack_a_bf16(a, k, true);
+            gemm_prepacked(a, &ah, m, &packed, packed.n, epi, out, true);
         } else {
-            Vec::new()
-        };
-        gemm_prepacked(a, &ah, m, &packed, packed.n, epi, out, true);
+            let a = a.to_f32();
+            gemm_prepacked(AMat::F32(&a), &[], m, &packed, packed.n, epi, out, true);
+        }
     }
 
     /// Several weights times the same many-row A: A is converted to bf16 once for all of them.
     pub(super) fn gemm_multi(
         bf16: bool,
-        a: &[f32],
+        a: AMat,
         m: usize,
         k: usize,
         jobs: &[(&CpuWeight, &Epilogue, SendPtr)],
     ) {
-        let ah = if bf16 {
-            pack_a_bf16(a, k, true)
+        let (ah, wide) = if bf16 {
+            (pack_a_bf16(a, k, true), Default::default())
         } else {
-            Vec::new()
+            (Default::default(), a.to_f32())
         };
+        let a = if bf16 { a } else { AMat::F32(&wide) };
         for (w, epi, out) in jobs {
             let packed = PackedB::new(BMat::Weight(w), k, bf16, true);
             // SAFETY: `out` points to an `m × rows` buffer owned by the caller for this call.
@@ -949,9 +1018,10 @@ mod x86 {
 
     /// `out[m, n_used] = a·Bᵀ` over the first `n_used` rows of a packed B; `ah` is A as bf16 pairs
     /// when B is packed as bf16 (else unused), so one conversion of A can serve several products.
+    /// The f32 kernel needs A stored as f32.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn gemm_prepacked(
-        a: &[f32],
+        a: AMat,
         ah: &[u16],
         m: usize,
         b: &PackedB,
@@ -972,6 +1042,13 @@ mod x86 {
             &local[..]
         } else {
             ah
+        };
+        let a: &[f32] = match a {
+            AMat::F32(a) => a,
+            AMat::Bf16(_) => {
+                assert!(bf16, "gemm_prepacked: the f32 kernel needs A in f32");
+                &[]
+            }
         };
         let (pf, ph) = (&b.pf, &b.ph);
         let panels = n.div_ceil(NR);

@@ -1,6 +1,7 @@
 //! The CPU backend: the reference implementation of every op, multi-threaded on [`pool::ThreadPool`].
-//! Activations live in f32 `Vec`s (in bf16 or f16 mode they hold values representable there);
-//! weights stay in the memory-mapped checkpoint in their own dtype and are widened inside the
+//! Activations live in f32 `Vec`s, except in bf16 mode, where they are kept as bf16 bit patterns
+//! ([`act`]: every op's output is rounded to bf16 there, so nothing is lost); f16 mode keeps f32
+//! storage holding f16 values. Weights stay in the memory-mapped checkpoint in their own dtype and are widened inside the
 //! kernels, except in f16 mode, where a checkpoint in another dtype is converted once at load to an
 //! f16 copy (`model.to(torch.float16)`), so that the kernels read f16 weights as they read a
 //! checkpoint stored in f16.
@@ -11,6 +12,7 @@
 //! inside attention: torch rounds the softmax numerators to the activation dtype before
 //! multiplying them with V, which the kernels do for bf16 only; in f16 mode they stay f32 there.
 
+mod act;
 mod attention;
 mod elementwise;
 pub mod matmul;
@@ -23,6 +25,7 @@ use super::{ActDtype, AttentionParams, Backend};
 use crate::error::{Error, Result};
 use crate::numeric::{convert_into, round_bf16, round_f16};
 use crate::weights::{DType, MappedFile, TensorRef};
+use act::{ActData, Elem};
 
 /// Activations of the vision tower reach hundreds of MB per op; glibc maps blocks that large afresh
 /// each time and returns them on free, so every op would page-fault its output in again. Raising the
@@ -43,15 +46,70 @@ fn keep_large_allocations() {
 /// more than the work.
 const SEQUENTIAL_ROWS: usize = 4;
 
-/// An activation matrix in host memory.
+/// An activation matrix in host memory: f32, or bf16 bit patterns in bf16 mode.
 #[derive(Debug, Clone)]
 pub struct CpuTensor {
     /// Row-major elements.
-    pub data: Vec<f32>,
+    data: ActData,
     /// Number of rows.
     pub rows: usize,
     /// Number of columns.
     pub cols: usize,
+}
+
+impl CpuTensor {
+    /// The values as f32 (what [`Backend::download`] returns).
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.data.to_f32().into_owned()
+    }
+
+    /// Bytes the elements occupy (two per element in bf16 mode, four otherwise).
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            ActData::F32(v) => v.len() * 4,
+            ActData::Bf16(v) => v.len() * 2,
+        }
+    }
+}
+
+/// `$body` over the elements `$d` of `$data` in either storage, its `Vec` result wrapped in the same
+/// storage.
+macro_rules! same_storage {
+    ($data:expr, $d:ident => $body:expr) => {
+        match $data {
+            ActData::F32($d) => ActData::F32($body),
+            ActData::Bf16($d) => ActData::Bf16($body),
+        }
+    };
+}
+
+/// `$body` over the elements `$d` of `$data` in either storage.
+macro_rules! any_storage {
+    ($data:expr, $d:ident => $body:expr) => {
+        match $data {
+            ActData::F32($d) => $body,
+            ActData::Bf16($d) => $body,
+        }
+    };
+}
+
+/// `$body` over two tensors' elements `$a`, `$b` in the same storage (the second converted to the
+/// first's if a tensor of a backend in another mode is passed).
+macro_rules! pair_storage {
+    ($x:expr, $y:expr, $a:ident, $b:ident => $body:expr) => {
+        match ($x, $y) {
+            (ActData::F32($a), ActData::F32($b)) => $body,
+            (ActData::Bf16($a), ActData::Bf16($b)) => $body,
+            (ActData::F32($a), y @ ActData::Bf16(_)) => {
+                let $b = &y.to_f32()[..];
+                $body
+            }
+            (ActData::Bf16($a), ActData::F32(y)) => {
+                let $b = &act::narrow(y)[..];
+                $body
+            }
+        }
+    };
 }
 
 /// A layer's cached keys or values: f32 rows, or in bf16 mode the bf16 bit patterns of the rows
@@ -210,24 +268,24 @@ impl CpuBackend {
         }
     }
 
-    /// A new tensor of `x`'s shape whose rows are `f(row of x, output row)`; parallel over rows
-    /// unless there are only a few.
-    fn map_rows(&self, x: &CpuTensor, f: impl Fn(&[f32], &mut [f32]) + Sync) -> CpuTensor {
-        let mut out = vec![0.0; x.data.len()];
-        if x.rows <= SEQUENTIAL_ROWS {
-            out.chunks_mut(x.cols)
-                .zip(x.data.chunks(x.cols))
+    /// Rows `f(row of x, output row)` of `cols` elements each; parallel over rows unless there are
+    /// only a few.
+    fn map_rows<E: Elem>(&self, x: &[E], cols: usize, f: impl Fn(&[E], &mut [E]) + Sync) -> Vec<E> {
+        let mut out = vec![E::default(); x.len()];
+        if cols == 0 || x.len() <= SEQUENTIAL_ROWS * cols {
+            out.chunks_mut(cols.max(1))
+                .zip(x.chunks(cols.max(1)))
                 .for_each(|(o, r)| f(r, o));
         } else {
             // Several rows per task keep the task counter out of the profile.
-            let (cols, per_task) = (x.cols, 16);
+            let per_task = 16;
             self.pool.install(|| {
                 pool::chunks_mut(
                     &mut out,
                     cols * per_task,
                     || (),
                     |_, t, o| {
-                        let src = &x.data[t * per_task * cols..][..o.len()];
+                        let src = &x[t * per_task * cols..][..o.len()];
                         o.chunks_mut(cols)
                             .zip(src.chunks(cols))
                             .for_each(|(o, r)| f(r, o));
@@ -235,12 +293,55 @@ impl CpuBackend {
                 )
             });
         }
-        self.tensor(out, x.rows, x.cols)
+        out
     }
 
+    /// A tensor of f32 results (already rounded to the activation dtype), stored in 16 bits in bf16
+    /// mode.
     fn tensor(&self, data: Vec<f32>, rows: usize, cols: usize) -> CpuTensor {
         debug_assert_eq!(data.len(), rows * cols);
+        let data = if self.bf16() {
+            ActData::Bf16(self.pool.install(|| act::narrow(&data)))
+        } else {
+            ActData::F32(data)
+        };
         CpuTensor { data, rows, cols }
+    }
+
+    /// A tensor of elements already in this backend's storage.
+    fn stored(&self, data: ActData, rows: usize, cols: usize) -> CpuTensor {
+        debug_assert_eq!(data.len(), rows * cols);
+        CpuTensor { data, rows, cols }
+    }
+
+    /// `t` in this backend's storage (converted only when it comes from a backend in another mode).
+    fn own<'a>(&self, t: &'a CpuTensor) -> std::borrow::Cow<'a, CpuTensor> {
+        match (&t.data, self.bf16()) {
+            (ActData::F32(d), true) => std::borrow::Cow::Owned(CpuTensor {
+                data: ActData::Bf16(act::narrow(d)),
+                ..*t
+            }),
+            (ActData::Bf16(d), false) => std::borrow::Cow::Owned(CpuTensor {
+                data: ActData::F32(act::widen(d)),
+                ..*t
+            }),
+            _ => std::borrow::Cow::Borrowed(t),
+        }
+    }
+
+    /// Converts `t` in place to this backend's storage (see [`CpuBackend::own`]).
+    fn adopt(&self, t: &mut CpuTensor) {
+        if let std::borrow::Cow::Owned(o) = self.own(t) {
+            *t = o;
+        }
+    }
+
+    /// `x` as the left operand of a product.
+    fn amat(x: &CpuTensor) -> matmul::AMat<'_> {
+        match &x.data {
+            ActData::F32(d) => matmul::AMat::F32(d),
+            ActData::Bf16(d) => matmul::AMat::Bf16(d),
+        }
     }
 }
 
@@ -329,20 +430,28 @@ impl Backend for CpuBackend {
         check(data.len() == rows * cols, "upload", || {
             format!("{} values for a [{rows}, {cols}] tensor", data.len())
         })?;
+        if self.bf16() {
+            return Ok(self.stored(ActData::Bf16(act::narrow(data)), rows, cols));
+        }
         let mut v = data.to_vec();
         self.round_all(&mut v);
         Ok(self.tensor(v, rows, cols))
     }
 
     fn download(&self, t: &CpuTensor) -> Result<Vec<f32>> {
-        Ok(t.data.clone())
+        Ok(t.to_f32())
     }
 
     fn argmax_last(&self, x: &CpuTensor) -> Result<Option<u32>> {
         check(x.rows > 0 && x.cols > 0, "argmax_last", || {
             format!("empty tensor [{}, {}]", x.rows, x.cols)
         })?;
-        let row = &x.data[(x.rows - 1) * x.cols..];
+        let last = (x.rows - 1) * x.cols;
+        let row: std::borrow::Cow<[f32]> = match &x.data {
+            ActData::F32(d) => d[last..].into(),
+            ActData::Bf16(d) => d[last..].iter().map(|&b| b.get()).collect(),
+        };
+        let row = &row[..];
         Ok(row
             .iter()
             .all(|v| v.is_finite())
@@ -379,15 +488,10 @@ impl Backend for CpuBackend {
                 cache.cols, src.cols
             )
         })?;
-        if cache.half {
-            // Values are bf16 already in this mode: the top half of each f32 is the whole value.
-            cache.bf16.extend(
-                src.data
-                    .iter()
-                    .map(|&v| (round_bf16(v).to_bits() >> 16) as u16),
-            );
-        } else {
-            cache.f32.extend_from_slice(&src.data);
+        match (&src.data, cache.half) {
+            (ActData::Bf16(d), true) => cache.bf16.extend_from_slice(d),
+            (ActData::F32(d), true) => cache.bf16.extend(d.iter().map(|&v| act::bf16_bits(v))),
+            (data, false) => cache.f32.extend_from_slice(&data.to_f32()),
         }
         cache.rows += src.rows;
         Ok(())
@@ -413,9 +517,10 @@ impl Backend for CpuBackend {
     fn matmul(&self, x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>) -> Result<CpuTensor> {
         check_matmul("matmul", x, w, bias)?;
         let bias = bias.map(CpuWeight::to_vec);
+        let x = self.own(x);
         let mut out = self
             .pool
-            .install(|| matmul::matmul(&x.data, x.rows, w, bias.as_deref(), self.bf16()));
+            .install(|| matmul::matmul(Self::amat(&x), x.rows, w, bias.as_deref(), self.bf16()));
         self.round_f16_output(&mut out);
         Ok(self.tensor(out, x.rows, w.rows))
     }
@@ -434,9 +539,10 @@ impl Backend for CpuBackend {
             return Ok(y);
         }
         let bias = bias.map(CpuWeight::to_vec);
-        let out = self
-            .pool
-            .install(|| matmul::matmul_gelu(&x.data, x.rows, w, bias.as_deref(), self.bf16()));
+        let x = self.own(x);
+        let out = self.pool.install(|| {
+            matmul::matmul_gelu(Self::amat(&x), x.rows, w, bias.as_deref(), self.bf16())
+        });
         Ok(self.tensor(out, x.rows, w.rows))
     }
 
@@ -455,9 +561,10 @@ impl Backend for CpuBackend {
             .zip(&biases)
             .map(|((w, _), b)| (*w, b.as_deref()))
             .collect();
+        let x = self.own(x);
         let outs = self
             .pool
-            .install(|| matmul::matmul_multi(&x.data, x.rows, &jobs, self.bf16()));
+            .install(|| matmul::matmul_multi(Self::amat(&x), x.rows, &jobs, self.bf16()));
         Ok(outs
             .into_iter()
             .zip(ws)
@@ -484,10 +591,11 @@ impl Backend for CpuBackend {
                 b.len()
             )
         })?;
-        let act = self.act;
-        Ok(self.map_rows(x, |r, o| {
+        let (act, x) = (self.act, self.own(x));
+        let data = same_storage!(&x.data, d => self.map_rows(d, x.cols, |r, o| {
             elementwise::layer_norm_row(r, &w, &b, eps, act, o)
-        }))
+        }));
+        Ok(self.stored(data, x.rows, x.cols))
     }
 
     fn rms_norm(&self, x: &CpuTensor, w: &CpuWeight, eps: f32) -> Result<CpuTensor> {
@@ -495,37 +603,44 @@ impl Backend for CpuBackend {
         check(w.len() == x.cols, "rms_norm", || {
             format!("rows of {} columns, weight of {} values", x.cols, w.len())
         })?;
-        let act = self.act;
-        Ok(self.map_rows(x, |r, o| elementwise::rms_norm_row(r, &w, eps, act, o)))
+        let (act, x) = (self.act, self.own(x));
+        let data = same_storage!(&x.data, d => self.map_rows(d, x.cols, |r, o| {
+            elementwise::rms_norm_row(r, &w, eps, act, o)
+        }));
+        Ok(self.stored(data, x.rows, x.cols))
     }
 
     fn add_assign(&self, x: &mut CpuTensor, y: &CpuTensor) -> Result<()> {
         check((x.rows, x.cols) == (y.rows, y.cols), "add_assign", || {
             format!("[{}, {}] += [{}, {}]", x.rows, x.cols, y.rows, y.cols)
         })?;
+        self.adopt(x);
         let act = self.act;
-        for (a, b) in x.data.iter_mut().zip(&y.data) {
-            *a = act.round(*a + *b);
-        }
+        pair_storage!(&mut x.data, &y.data, a, b => elementwise::add_assign(a, b, act));
         Ok(())
     }
 
     fn gelu_tanh(&self, x: &mut CpuTensor) -> Result<()> {
-        let round = self.bf16();
-        if x.rows <= SEQUENTIAL_ROWS {
-            elementwise::gelu_tanh(&mut x.data, round);
-            self.round_f16_output(&mut x.data);
-            return Ok(());
+        self.adopt(x);
+        let few = x.rows <= SEQUENTIAL_ROWS;
+        match &mut x.data {
+            // bf16 mode: rounded to bf16 in the kernel.
+            ActData::Bf16(d) if few => elementwise::gelu_tanh_bf16(d),
+            ActData::Bf16(d) => self.pool.install(|| {
+                pool::chunks_mut(d, 4096, || (), |_, _, c| elementwise::gelu_tanh_bf16(c))
+            }),
+            // f32 and f16 modes: unrounded, then rounded to f16 in f16 mode.
+            ActData::F32(d) => {
+                if few {
+                    elementwise::gelu_tanh(d, false);
+                } else {
+                    self.pool.install(|| {
+                        pool::chunks_mut(d, 4096, || (), |_, _, c| elementwise::gelu_tanh(c, false))
+                    });
+                }
+                self.round_f16_output(d);
+            }
         }
-        self.pool.install(|| {
-            pool::chunks_mut(
-                &mut x.data,
-                4096,
-                || (),
-                |_, _, c| elementwise::gelu_tanh(c, round),
-            )
-        });
-        self.round_f16_output(&mut x.data);
         Ok(())
     }
 
@@ -540,9 +655,13 @@ impl Backend for CpuBackend {
                 )
             },
         )?;
-        let mut out = vec![0.0; gate.data.len()];
-        elementwise::silu_mul(&gate.data, &up.data, self.act, &mut out);
-        Ok(self.tensor(out, gate.rows, gate.cols))
+        let (act, gate) = (self.act, self.own(gate));
+        let data = pair_storage!(&gate.data, &up.data, g, u => {
+            let mut out = vec![Default::default(); g.len()];
+            elementwise::silu_mul(g, u, act, &mut out);
+            ActData::from(out)
+        });
+        Ok(self.stored(data, gate.rows, gate.cols))
     }
 
     fn rope(
@@ -569,12 +688,12 @@ impl Backend for CpuBackend {
                 )
             },
         )?;
-        let act = self.act;
-        let cols = x.cols;
-        x.data
+        self.adopt(x);
+        let (act, cols) = (self.act, x.cols);
+        any_storage!(&mut x.data, d => d
             .chunks_exact_mut(cols)
             .zip(positions)
-            .for_each(|(row, &pos)| elementwise::rope_row(row, head_dim, pos, inv_freq, act));
+            .for_each(|(row, &pos)| elementwise::rope_row(row, head_dim, pos, inv_freq, act)));
         Ok(())
     }
 
@@ -585,11 +704,13 @@ impl Backend for CpuBackend {
         v: &CpuTensor,
         p: &AttentionParams,
     ) -> Result<CpuTensor> {
-        let (k, v) = (attention::Kv::of(k), attention::Kv::of(v));
-        check_attention("attention", q, &k, &v, p)?;
+        let (q, k, v) = (self.own(q), self.own(k), self.own(v));
+        let (k, v) = (attention::Kv::of(&k), attention::Kv::of(&v));
+        check_attention("attention", &q, &k, &v, p)?;
+        let qv = attention::Kv::of(&q);
         let mut out = self
             .pool
-            .install(|| attention::attention(q, k, v, p, self.bf16()));
+            .install(|| attention::attention(qv, k, v, p, self.bf16()));
         self.round_f16_output(&mut out);
         Ok(self.tensor(out, q.rows, p.heads * p.head_dim))
     }
@@ -601,11 +722,13 @@ impl Backend for CpuBackend {
         v: &CpuCache,
         p: &AttentionParams,
     ) -> Result<CpuTensor> {
+        let q = self.own(q);
         let (k, v) = (k.view(), v.view());
-        check_attention("cached_attention", q, &k, &v, p)?;
+        check_attention("cached_attention", &q, &k, &v, p)?;
+        let qv = attention::Kv::of(&q);
         let mut out = self
             .pool
-            .install(|| attention::attention(q, k, v, p, self.bf16()));
+            .install(|| attention::attention(qv, k, v, p, self.bf16()));
         self.round_f16_output(&mut out);
         Ok(self.tensor(out, q.rows, p.heads * p.head_dim))
     }
@@ -627,30 +750,14 @@ impl Backend for CpuBackend {
                 )
             },
         )?;
-        let side = size / patch;
-        let cols = channels * patch * patch;
-        let tiles = pixels.rows;
-        let mut out = vec![0.0; tiles * side * side * cols];
-        for t in 0..tiles {
-            let tile = &pixels.data[t * pixels.cols..(t + 1) * pixels.cols];
-            for i in 0..side {
-                for j in 0..side {
-                    let row = &mut out[((t * side + i) * side + j) * cols..][..cols];
-                    for c in 0..channels {
-                        for u in 0..patch {
-                            let src =
-                                &tile[(c * size + i * patch + u) * size + j * patch..][..patch];
-                            row[(c * patch + u) * patch..][..patch].copy_from_slice(src);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(self.tensor(out, tiles * side * side, cols))
+        let pixels = self.own(pixels);
+        let (side, tiles) = (size / patch, pixels.rows);
+        let data = same_storage!(&pixels.data, d => patchify(d, tiles, channels, size, patch));
+        Ok(self.stored(data, tiles * side * side, channels * patch * patch))
     }
 
     fn pixel_shuffle(&self, x: &CpuTensor, side: usize, scale: usize) -> Result<CpuTensor> {
-        let d = x.cols;
+        let d_cols = x.cols;
         let per_tile = side * side;
         check(
             per_tile > 0
@@ -665,34 +772,22 @@ impl Backend for CpuBackend {
                 )
             },
         )?;
-        let tiles = x.rows / per_tile;
-        let blocks = side / scale;
-        let out_cols = d * scale * scale;
-        let mut out = vec![0.0; x.data.len()];
-        for t in 0..tiles {
-            for bi in 0..blocks {
-                for bj in 0..blocks {
-                    let o = &mut out[((t * blocks + bi) * blocks + bj) * out_cols..][..out_cols];
-                    for a in 0..scale {
-                        for b in 0..scale {
-                            let src_row = t * per_tile + (bi * scale + a) * side + bj * scale + b;
-                            o[(a * scale + b) * d..][..d]
-                                .copy_from_slice(&x.data[src_row * d..][..d]);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(self.tensor(out, tiles * blocks * blocks, out_cols))
+        let x = self.own(x);
+        let data = same_storage!(&x.data, d => pixel_shuffle(d, x.rows, d_cols, side, scale));
+        Ok(self.stored(data, x.rows / (scale * scale), d_cols * scale * scale))
     }
 
     fn gather_rows(&self, x: &CpuTensor, rows: &[usize]) -> Result<CpuTensor> {
         check_rows("gather_rows", rows, x.rows)?;
-        let mut out = Vec::with_capacity(rows.len() * x.cols);
-        for &r in rows {
-            out.extend_from_slice(&x.data[r * x.cols..(r + 1) * x.cols]);
-        }
-        Ok(self.tensor(out, rows.len(), x.cols))
+        let (x, cols) = (self.own(x), x.cols);
+        let data = same_storage!(&x.data, d => {
+            let mut out = Vec::with_capacity(rows.len() * cols);
+            for &r in rows {
+                out.extend_from_slice(&d[r * cols..(r + 1) * cols]);
+            }
+            out
+        });
+        Ok(self.stored(data, rows.len(), cols))
     }
 
     fn scatter_rows(&self, dst: &mut CpuTensor, rows: &[usize], src: &CpuTensor) -> Result<()> {
@@ -710,12 +805,73 @@ impl Backend for CpuBackend {
             },
         )?;
         check_rows("scatter_rows", rows, dst.rows)?;
-        for (j, &r) in rows.iter().enumerate() {
-            dst.data[r * dst.cols..(r + 1) * dst.cols]
-                .copy_from_slice(&src.data[j * src.cols..(j + 1) * src.cols]);
-        }
+        self.adopt(dst);
+        let cols = dst.cols;
+        pair_storage!(&mut dst.data, &src.data, d, s => {
+            for (j, &r) in rows.iter().enumerate() {
+                d[r * cols..(r + 1) * cols].copy_from_slice(&s[j * cols..(j + 1) * cols]);
+            }
+        });
         Ok(())
     }
+}
+
+/// Cuts tiles `[tiles, C·S·S]` into patches (see [`Backend::patchify`]).
+fn patchify<E: Copy + Default>(
+    px: &[E],
+    tiles: usize,
+    channels: usize,
+    size: usize,
+    patch: usize,
+) -> Vec<E> {
+    let side = size / patch;
+    let cols = channels * patch * patch;
+    let tile_len = channels * size * size;
+    let mut out = vec![E::default(); tiles * side * side * cols];
+    for t in 0..tiles {
+        let tile = &px[t * tile_len..(t + 1) * tile_len];
+        for i in 0..side {
+            for j in 0..side {
+                let row = &mut out[((t * side + i) * side + j) * cols..][..cols];
+                for c in 0..channels {
+                    for u in 0..patch {
+                        let src = &tile[(c * size + i * patch + u) * size + j * patch..][..patch];
+                        row[(c * patch + u) * patch..][..patch].copy_from_slice(src);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Pixel shuffle of `rows` rows of `d` values (see [`Backend::pixel_shuffle`]).
+fn pixel_shuffle<E: Copy + Default>(
+    x: &[E],
+    rows: usize,
+    d: usize,
+    side: usize,
+    scale: usize,
+) -> Vec<E> {
+    let per_tile = side * side;
+    let tiles = rows / per_tile;
+    let blocks = side / scale;
+    let out_cols = d * scale * scale;
+    let mut out = vec![E::default(); x.len()];
+    for t in 0..tiles {
+        for bi in 0..blocks {
+            for bj in 0..blocks {
+                let o = &mut out[((t * blocks + bi) * blocks + bj) * out_cols..][..out_cols];
+                for a in 0..scale {
+                    for b in 0..scale {
+                        let src_row = t * per_tile + (bi * scale + a) * side + bj * scale + b;
+                        o[(a * scale + b) * d..][..d].copy_from_slice(&x[src_row * d..][..d]);
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Every row index must lie below `len`.
@@ -797,7 +953,7 @@ mod tests {
         let y = b.pixel_shuffle(&x, 4, 2).unwrap();
         assert_eq!((y.rows, y.cols), (4, 4));
         assert_eq!(
-            y.data,
+            y.to_f32(),
             vec![0., 1., 4., 5., 2., 3., 6., 7., 8., 9., 12., 13., 10., 11., 14., 15.]
         );
     }
@@ -811,7 +967,7 @@ mod tests {
             .upload(&[0., 10., 1., 11., 2., 12., 3., 13.], 4, 2)
             .unwrap();
         let y = b.pixel_shuffle(&x, 2, 2).unwrap();
-        assert_eq!(y.data, vec![0., 10., 1., 11., 2., 12., 3., 13.]);
+        assert_eq!(y.to_f32(), vec![0., 10., 1., 11., 2., 12., 3., 13.]);
     }
 
     #[test]
@@ -870,10 +1026,13 @@ mod tests {
         let p = b.patchify(&b.upload(&px, 1, 32).unwrap(), 2, 4, 2).unwrap();
         assert_eq!((p.rows, p.cols), (4, 8));
         // Patch (0, 1): x in 2..4, y in 0..2.
-        assert_eq!(&p.data[8..16], &[2., 3., 12., 13., 102., 103., 112., 113.]);
+        assert_eq!(
+            &p.to_f32()[8..16],
+            &[2., 3., 12., 13., 102., 103., 112., 113.]
+        );
         // Patch (1, 0): y in 2..4.
         assert_eq!(
-            &p.data[16..24],
+            &p.to_f32()[16..24],
             &[20., 21., 30., 31., 120., 121., 130., 131.]
         );
     }

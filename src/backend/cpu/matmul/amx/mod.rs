@@ -23,7 +23,7 @@
 pub mod hw;
 pub mod tiles;
 
-use super::{pool, round_bf16, BMat, Epilogue, SendPtr};
+use super::{pool, round_bf16, AMat, BMat, Epilogue, SendPtr};
 use crate::weights::DType;
 use tiles::{Model, TileConfig, Tiles};
 
@@ -64,8 +64,9 @@ pub struct TileA {
 }
 
 impl TileA {
-    /// Packs `a [m, k]` (rounded to bf16; exact when it holds bf16 values), in parallel when asked.
-    pub fn new(a: &[f32], m: usize, k: usize, parallel: bool) -> Self {
+    /// Packs `a [m, k]` (rounded to bf16; exact when it holds bf16 values; bf16 rows are copied),
+    /// in parallel when asked.
+    pub fn new(a: AMat, m: usize, k: usize, parallel: bool) -> Self {
         assert_eq!(a.len(), m * k, "amx: A has the wrong size");
         let kp = k.next_multiple_of(KT);
         let mut data = vec![0u16; m.next_multiple_of(MT) * kp];
@@ -74,7 +75,11 @@ impl TileA {
         }
         #[cfg(target_arch = "x86_64")]
         let wide = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
-        let conv = |dst: &mut [u16], src: &[f32]| {
+        let conv = |dst: &mut [u16], i: usize| {
+            let src = match a {
+                AMat::Bf16(a) => return dst[..k].copy_from_slice(&a[i * k..(i + 1) * k]),
+                AMat::F32(a) => &a[i * k..(i + 1) * k],
+            };
             #[cfg(target_arch = "x86_64")]
             if wide {
                 // SAFETY: AVX-512F and BW checked above.
@@ -89,7 +94,7 @@ impl TileA {
             for (r, dst) in d.chunks_mut(kp).enumerate() {
                 let i = t * rows_per_task + r;
                 if i < m {
-                    conv(dst, &a[i * k..(i + 1) * k]);
+                    conv(dst, i);
                 }
             }
         };
