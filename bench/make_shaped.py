@@ -9,6 +9,7 @@ and processor files come from tests/fixtures/processor/llama3_style (a small voc
 below 128256). Not a model: its answers are noise; only the shapes and therefore the work are Idefics3-8B's.
 
     python3 bench/make_shaped.py --out target/shaped-8b-l1 --text-layers 1
+    python3 bench/make_shaped.py --shape w1 --out target/shaped-w1 --text-layers 30 --vision-layers 12
 """
 
 import argparse
@@ -19,9 +20,15 @@ import struct
 from pathlib import Path
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/processor/llama3_style"
-T = dict(hidden=4096, inter=14336, heads=32, kv=8, head_dim=128, vocab=128256)
-V = dict(hidden=1152, inter=4304, heads=16, patch=14, image=364)
-SCALE = 2
+SHAPES = {
+    # Idefics3-8B-Llama3.
+    "8b": (dict(hidden=4096, inter=14336, heads=32, kv=8, head_dim=128, vocab=128256),
+           dict(hidden=1152, inter=4304, heads=16, patch=14, image=364), 2),
+    # W1's checkpoint (bench/make_w1.py: SmolVLM-256M's shapes).
+    "w1": (dict(hidden=576, inter=1536, heads=9, kv=3, head_dim=64, vocab=49280),
+           dict(hidden=768, inter=3072, heads=12, patch=16, image=512), 4),
+}
+T, V, SCALE = SHAPES["8b"]
 
 
 def bf16_block(n, rng):
@@ -76,7 +83,10 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--text-layers", type=int, default=1)
     ap.add_argument("--vision-layers", type=int, default=1)
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="8b")
     args = ap.parse_args()
+    global T, V, SCALE
+    T, V, SCALE = SHAPES[args.shape]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.json", "generation_config.json"):
@@ -90,8 +100,11 @@ def main():
               num_key_value_heads=T["kv"], head_dim=T["head_dim"], vocab_size=T["vocab"],
               num_hidden_layers=args.text_layers, max_position_embeddings=8192)
     tc["rope_parameters"]["original_max_position_embeddings"] = 8192
+    if args.shape == "w1":
+        tc["rope_parameters"] = {"rope_theta": 100000.0, "rope_type": "default"}
     vc.update(hidden_size=V["hidden"], intermediate_size=V["inter"], num_attention_heads=V["heads"],
               patch_size=V["patch"], image_size=V["image"], num_hidden_layers=args.vision_layers)
+    cfg["scale_factor"] = SCALE
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
     pre = json.loads((FIXTURE / "preprocessor_config.json").read_text())
     pre["max_image_size"] = {"longest_edge": V["image"]}

@@ -70,15 +70,20 @@ fn digest(case: &str, dtype: ActDtype) -> String {
 }
 
 fn isa_key() -> String {
-    match best_isa() {
-        // The instructions equal the model bit for bit (tests/kernels.rs checks it on AMX machines).
-        Isa::Amx => format!("{:?}", Isa::AmxModel),
-        other => format!("{other:?}"),
-    }
+    format!("{:?}", best_isa())
 }
 
 #[test]
 fn outputs_equal_the_pinned_bits() {
+    if best_isa() == Isa::Amx {
+        // The tile instructions' summation order is not known to equal our model's bit for bit
+        // (tests/kernels.rs bounds them against exact sums and reports differing bits): the pins
+        // are checked through the model instead (`IDEFICS3_ISA=amx-model`, run by CI).
+        eprintln!(
+            "pins: not compared on the real AMX instructions; run with IDEFICS3_ISA=amx-model"
+        );
+        return;
+    }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pins.txt");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     let isa = isa_key();
