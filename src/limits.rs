@@ -36,3 +36,7 @@ pub fn check_conversation_bytes(len: u64, what: &str) -> crate::error::Result<()
     }
     Ok(())
 }
+
+/// Largest image file read, in bytes: checked from the file's size before it is read, so a huge file
+/// costs nothing (an encoded image of Pillow's pixel limit is far smaller).
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;

@@ -758,3 +758,23 @@ fn the_pixel_limit_is_checked_from_the_header() {
     );
     assert!(t0.elapsed() < Duration::from_millis(100));
 }
+
+/// An image file larger than the limit is refused from its size, before a byte of it is read (a
+/// sparse 1 GiB file: reading it would take a second and a gigabyte).
+#[test]
+fn an_oversized_image_file_is_refused_before_it_is_read() {
+    use idefics3::processor::ImageFile;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.png");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(1 << 30).unwrap();
+    let t0 = Instant::now();
+    let e = ImageFile::open(&path).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "big.png: the image file has 1073741824 bytes, more than the limit of 268435456"
+        ),
+        "{e}"
+    );
+    assert!(t0.elapsed() < Duration::from_millis(100));
+}

@@ -38,6 +38,16 @@ pub struct ImageFile {
 impl ImageFile {
     /// Reads an image file and its header.
     pub fn open(path: &Path) -> Result<Self> {
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        if len > crate::limits::MAX_IMAGE_FILE_BYTES {
+            return Err(Error::input(format!(
+                "{}: the image file has {len} bytes, more than the limit of {} bytes",
+                path.display(),
+                crate::limits::MAX_IMAGE_FILE_BYTES
+            )));
+        }
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::from_bytes(bytes, path.display().to_string())
     }
