@@ -44,6 +44,9 @@ pub struct DevicePool {
     keep_bytes: usize,
     /// Fresh allocations made (for tests and the bench: zero in steady state).
     allocations: std::sync::atomic::AtomicU64,
+    /// Returned blocks beyond `keep_bytes`, freed at the next point where the device is known to be
+    /// done with them ([`DevicePool::free_deferred`]): queued work may still use them now.
+    deferred: Mutex<Vec<DeviceBuffer>>,
 }
 
 /// A device block owned by a tensor; back to the pool on drop.
@@ -93,6 +96,7 @@ impl DevicePool {
             free: Mutex::new(FreeBlocks::default()),
             keep_bytes,
             allocations: Default::default(),
+            deferred: Mutex::new(Vec::new()),
         })
     }
 
@@ -140,9 +144,8 @@ impl DevicePool {
         let class = buf.len();
         let mut free = lock(&self.free);
         if free.bytes + class > self.keep_bytes {
-            // Freed now: aclrtFree waits for the device's queued work itself, so this is safe if slow.
             drop(free);
-            drop(buf);
+            lock(&self.deferred).push(buf);
             return;
         }
         free.bytes += class;
@@ -157,6 +160,18 @@ impl DevicePool {
     /// Frees every free block (the caller has made sure the device no longer uses them).
     pub fn release_all(&self) {
         let blocks = std::mem::take(&mut *lock(&self.free));
+        drop(blocks);
+        self.free_deferred();
+    }
+
+    /// Whether returned blocks wait to be freed.
+    pub fn has_deferred(&self) -> bool {
+        !lock(&self.deferred).is_empty()
+    }
+
+    /// Frees the blocks returned beyond the pool's size (the caller has synchronised the streams).
+    pub fn free_deferred(&self) {
+        let blocks = std::mem::take(&mut *lock(&self.deferred));
         drop(blocks);
     }
 

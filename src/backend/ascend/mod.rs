@@ -142,6 +142,15 @@ struct Inner {
     next_mark: u64,
 }
 
+impl Inner {
+    /// Waits for both streams: an upload into a block whose tensor was dropped may still be queued
+    /// on the transfer stream, so idle blocks may be freed only after both.
+    fn drain(&self) -> cann_sys::Result<()> {
+        self.compute.synchronize()?;
+        self.transfer.synchronize()
+    }
+}
+
 struct RopeRows {
     positions: Vec<u32>,
     inv_freq: Vec<f32>,
@@ -317,9 +326,7 @@ impl AscendBackend {
     /// A pooled block of `len` bytes; when the device is full, waits for it, frees the pool's idle
     /// blocks and tries again.
     fn block(&self, inner: &Inner, op: &'static str, len: usize) -> Result<Block> {
-        self.pool
-            .get(len, || inner.compute.synchronize())
-            .map_err(op_err(op))
+        self.pool.get(len, || inner.drain()).map_err(op_err(op))
     }
 
     /// A pooled activation of `rows × cols`.
@@ -401,9 +408,16 @@ impl AscendBackend {
 
     /// Waits for the compute stream and returns the staging buffers its copies used.
     fn sync_compute(&self, inner: &Inner, op: &'static str) -> Result<()> {
-        let r = inner.compute.synchronize().map_err(op_err(op));
+        let mut r = inner.compute.synchronize().map_err(op_err(op));
         // Even after a failed synchronisation the queued copies have ended (ran or were skipped).
         self.host.recycle();
+        if r.is_ok() && self.pool.has_deferred() {
+            // An upload into a dropped tensor's block may still be queued on the transfer stream.
+            r = inner.transfer.synchronize().map_err(op_err(op));
+            if r.is_ok() {
+                self.pool.free_deferred();
+            }
+        }
         r
     }
 
@@ -1034,7 +1048,7 @@ impl Backend for AscendBackend {
             .ok_or_else(|| {
                 Error::input(format!("a KV cache of {capacity} × {cols} does not fit"))
             })?;
-        let block = self.pool.get(len, || inner.compute.synchronize()).map_err(|e| {
+        let block = self.pool.get(len, || inner.drain()).map_err(|e| {
             Error::input(format!(
                 "the KV cache for {capacity} positions ({len} bytes per layer and tensor) does not fit \
                  on Ascend device {}: {e}",
