@@ -21,6 +21,7 @@
 //! [`crate::error::Error::Op`] naming the op.
 
 pub mod ascend;
+pub mod checks;
 pub mod cpu;
 
 use crate::error::Result;

@@ -46,7 +46,7 @@ use cann_sys::{aclnn, Context, Event, IntArray, Scalar, Stream, Tensor};
 
 use self::convert::{acl_dtype, elem_size};
 use self::memory::{Block, DevicePool, HostPool};
-use super::{ActDtype, AttentionMask, AttentionParams, Backend};
+use super::{checks, ActDtype, AttentionMask, AttentionParams, Backend};
 use crate::error::{Error, Result};
 use crate::weights::TensorRef;
 
@@ -214,15 +214,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// `Err(Error::Op)` for `op` unless `ok`.
 fn check(ok: bool, op: &'static str, message: impl FnOnce() -> String) -> Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Op {
-            backend: "ascend",
-            op,
-            message: message(),
-        })
-    }
+    checks::check("ascend", ok, op, message)
 }
 
 /// Maps a cann-sys error of `op` into the crate's error (the call, status and runtime message stay in
@@ -707,21 +699,13 @@ impl AscendBackend {
         bias: Option<&AscendWeight>,
         gelu: bool,
     ) -> Result<AscendTensor> {
-        check(x.cols == w.cols, op, || {
-            format!(
-                "x is [{}, {}] but the weight is [{}, {}]: inner dimensions differ",
-                x.rows, x.cols, w.rows, w.cols
-            )
-        })?;
-        if let Some(b) = bias {
-            check(b.rows * b.cols == w.rows, op, || {
-                format!(
-                    "the bias has {} values for {} outputs",
-                    b.rows * b.cols,
-                    w.rows
-                )
-            })?;
-        }
+        checks::matmul(
+            "ascend",
+            op,
+            (x.rows, x.cols),
+            (w.rows, w.cols),
+            bias.map(|b| b.rows * b.cols),
+        )?;
         let (m, k, n) = (x.rows, x.cols, w.rows);
         let out = self.tensor(inner, op, m, n)?;
         if let Some(kern) = &self.custom {
@@ -858,13 +842,6 @@ fn desc_of(
 ) -> Result<Tensor> {
     let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
     Tensor::contiguous(ptr, dtype, &shape).map_err(op_err(op))
-}
-
-fn check_rows(op: &'static str, rows: &[usize], len: usize) -> Result<()> {
-    match rows.iter().find(|&&r| r >= len) {
-        Some(r) => check(false, op, || format!("row {r} of a tensor of {len} rows")),
-        None => Ok(()),
-    }
 }
 
 impl Backend for AscendBackend {
@@ -1292,23 +1269,12 @@ impl Backend for AscendBackend {
         inv_freq: &[f32],
     ) -> Result<()> {
         const OP: &str = "rope";
-        check(positions.len() == x.rows, OP, || {
-            format!("{} positions for {} rows", positions.len(), x.rows)
-        })?;
-        check(
-            head_dim > 0
-                && head_dim.is_multiple_of(2)
-                && x.cols.is_multiple_of(head_dim)
-                && inv_freq.len() == head_dim / 2,
-            OP,
-            || {
-                format!(
-                    "rows of {} columns, head dim {head_dim}, {} frequencies (an even head dim \
-                     dividing the columns and half as many frequencies are needed)",
-                    x.cols,
-                    inv_freq.len()
-                )
-            },
+        checks::rope(
+            "ascend",
+            (x.rows, x.cols),
+            head_dim,
+            positions.len(),
+            inv_freq.len(),
         )?;
         let mut inner = self.enter(OP)?;
         self.rope_rows(&mut inner, head_dim, positions, inv_freq)?;
@@ -1351,7 +1317,14 @@ impl Backend for AscendBackend {
         p: &AttentionParams,
     ) -> Result<AscendTensor> {
         const OP: &str = "attention";
-        check_attention(OP, q, (k.rows, k.cols), (v.rows, v.cols), p)?;
+        checks::attention(
+            "ascend",
+            OP,
+            (q.rows, q.cols),
+            (k.rows, k.cols),
+            (v.rows, v.cols),
+            p,
+        )?;
         let mut inner = self.enter(OP)?;
         match p.mask {
             AttentionMask::Bidirectional { seq_len, key_valid } => self.flash(
@@ -1391,7 +1364,14 @@ impl Backend for AscendBackend {
         p: &AttentionParams,
     ) -> Result<AscendTensor> {
         const OP: &str = "cached_attention";
-        check_attention(OP, q, (k.rows, k.cols), (v.rows, v.cols), p)?;
+        checks::attention(
+            "ascend",
+            OP,
+            (q.rows, q.cols),
+            (k.rows, k.cols),
+            (v.rows, v.cols),
+            p,
+        )?;
         check(matches!(p.mask, AttentionMask::Causal { .. }), OP, || {
             "attention over a cache is causal".into()
         })?;
@@ -1469,7 +1449,7 @@ impl Backend for AscendBackend {
 
     fn gather_rows(&self, x: &AscendTensor, rows: &[usize]) -> Result<AscendTensor> {
         const OP: &str = "gather_rows";
-        check_rows(OP, rows, x.rows)?;
+        checks::rows("ascend", OP, rows, x.rows)?;
         let mut inner = self.enter(OP)?;
         let out = self.tensor(&inner, OP, rows.len(), x.cols)?;
         if rows.is_empty() {
@@ -1510,7 +1490,7 @@ impl Backend for AscendBackend {
                 dst.cols
             )
         })?;
-        check_rows(OP, rows, dst.rows)?;
+        checks::rows("ascend", OP, rows, dst.rows)?;
         if rows.is_empty() {
             return Ok(());
         }
@@ -1584,55 +1564,5 @@ impl Backend for AscendBackend {
             .map_err(op_err(OP));
         inner.spare_events.extend([a, b]);
         r
-    }
-}
-
-fn check_attention(
-    op: &'static str,
-    q: &AscendTensor,
-    (k_rows, k_cols): (usize, usize),
-    (v_rows, v_cols): (usize, usize),
-    p: &AttentionParams,
-) -> Result<()> {
-    let (qc, kvc) = (p.heads * p.head_dim, p.kv_heads * p.head_dim);
-    check(
-        p.kv_heads > 0
-            && p.heads.is_multiple_of(p.kv_heads)
-            && q.cols == qc
-            && k_cols == kvc
-            && v_cols == kvc
-            && k_rows == v_rows,
-        op,
-        || {
-            format!(
-                "{} heads over {} key/value heads of width {}: q [{}, {}], k [{k_rows}, {k_cols}], v \
-                 [{v_rows}, {v_cols}]",
-                p.heads, p.kv_heads, p.head_dim, q.rows, q.cols
-            )
-        },
-    )?;
-    match p.mask {
-        AttentionMask::Bidirectional { seq_len, key_valid } => check(
-            seq_len > 0
-                && q.rows == k_rows
-                && q.rows.is_multiple_of(seq_len)
-                && key_valid.is_none_or(|m| m.len() == k_rows),
-            op,
-            || {
-                format!(
-                    "bidirectional attention over sequences of {seq_len} rows: {} queries, {k_rows} \
-                     keys, {} key flags",
-                    q.rows,
-                    key_valid.map_or(0, <[bool]>::len)
-                )
-            },
-        ),
-        AttentionMask::Causal { offset } => check(offset + q.rows == k_rows, op, || {
-            format!(
-                "causal attention: {offset} earlier keys and {} queries need {} keys, not {k_rows}",
-                q.rows,
-                offset + q.rows
-            )
-        }),
     }
 }

@@ -21,7 +21,7 @@ pub mod pool;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
-use super::{ActDtype, AttentionParams, Backend};
+use super::{checks, ActDtype, AttentionParams, Backend};
 use crate::error::{Error, Result};
 use crate::numeric::{convert_into, round_bf16, round_f16};
 use crate::weights::{DType, MappedFile, TensorRef};
@@ -347,15 +347,7 @@ impl CpuBackend {
 
 /// `Err(Error::Op)` for `op` unless `ok`; the message is built only on failure.
 fn check(ok: bool, op: &'static str, message: impl FnOnce() -> String) -> Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Op {
-            backend: "cpu",
-            op,
-            message: message(),
-        })
-    }
+    checks::check("cpu", ok, op, message)
 }
 
 /// Checks that `x` and `w` can be multiplied (`x·Wᵀ`) and that a bias has one value per output.
@@ -365,22 +357,13 @@ fn check_matmul(
     w: &CpuWeight,
     bias: Option<&CpuWeight>,
 ) -> Result<()> {
-    check(x.cols == w.cols, op, || {
-        format!(
-            "x is [{}, {}] but the weight is [{}, {}]: inner dimensions differ",
-            x.rows, x.cols, w.rows, w.cols
-        )
-    })?;
-    if let Some(b) = bias {
-        check(b.rows * b.cols == w.rows, op, || {
-            format!(
-                "the bias has {} values for {} outputs",
-                b.rows * b.cols,
-                w.rows
-            )
-        })?;
-    }
-    Ok(())
+    checks::matmul(
+        "cpu",
+        op,
+        (x.rows, x.cols),
+        (w.rows, w.cols),
+        bias.map(|b| b.rows * b.cols),
+    )
 }
 
 impl Backend for CpuBackend {
@@ -671,22 +654,12 @@ impl Backend for CpuBackend {
         positions: &[u32],
         inv_freq: &[f32],
     ) -> Result<()> {
-        check(positions.len() == x.rows, "rope", || {
-            format!("{} positions for {} rows", positions.len(), x.rows)
-        })?;
-        check(
-            head_dim > 0
-                && head_dim.is_multiple_of(2)
-                && x.cols.is_multiple_of(head_dim)
-                && inv_freq.len() == head_dim / 2,
-            "rope",
-            || {
-                format!(
-                    "rows of {} columns, head dim {head_dim}, {} frequencies (an even head dim dividing                      the columns and half as many frequencies are needed)",
-                    x.cols,
-                    inv_freq.len()
-                )
-            },
+        checks::rope(
+            "cpu",
+            (x.rows, x.cols),
+            head_dim,
+            positions.len(),
+            inv_freq.len(),
         )?;
         self.adopt(x);
         let (act, cols) = (self.act, x.cols);
@@ -876,10 +849,7 @@ fn pixel_shuffle<E: Copy + Default>(
 
 /// Every row index must lie below `len`.
 fn check_rows(op: &'static str, rows: &[usize], len: usize) -> Result<()> {
-    match rows.iter().find(|&&r| r >= len) {
-        Some(r) => check(false, op, || format!("row {r} of a tensor of {len} rows")),
-        None => Ok(()),
-    }
+    checks::rows("cpu", op, rows, len)
 }
 
 /// q, k and v must have the widths the heads give, k and v the same length, and the heads must
@@ -891,47 +861,14 @@ fn check_attention(
     v: &attention::Kv,
     p: &AttentionParams,
 ) -> Result<()> {
-    let (qc, kvc) = (p.heads * p.head_dim, p.kv_heads * p.head_dim);
-    check(
-        p.kv_heads > 0
-            && p.heads.is_multiple_of(p.kv_heads)
-            && q.cols == qc
-            && k.cols == kvc
-            && v.cols == kvc
-            && k.rows == v.rows,
+    checks::attention(
+        "cpu",
         op,
-        || {
-            format!(
-                "{} heads over {} key/value heads of width {}: q [{}, {}], k [{}, {}], v [{}, {}]",
-                p.heads, p.kv_heads, p.head_dim, q.rows, q.cols, k.rows, k.cols, v.rows, v.cols
-            )
-        },
-    )?;
-    match p.mask {
-        super::AttentionMask::Bidirectional { seq_len, key_valid } => check(
-            seq_len > 0
-                && q.rows == k.rows
-                && q.rows.is_multiple_of(seq_len)
-                && key_valid.is_none_or(|m| m.len() == k.rows),
-            op,
-            || {
-                format!(
-                    "bidirectional attention over sequences of {seq_len} rows: {} queries, {} keys,                      {} key flags",
-                    q.rows,
-                    k.rows,
-                    key_valid.map_or(0, <[bool]>::len)
-                )
-            },
-        ),
-        super::AttentionMask::Causal { offset } => check(offset + q.rows == k.rows, op, || {
-            format!(
-                "causal attention: {offset} earlier keys and {} queries need {} keys, not {}",
-                q.rows,
-                offset + q.rows,
-                k.rows
-            )
-        }),
-    }
+        (q.rows, q.cols),
+        (k.rows, k.cols),
+        (v.rows, v.cols),
+        p,
+    )
 }
 
 #[cfg(test)]
