@@ -67,9 +67,9 @@ compile_check() {
     local real=$1 header_dir=$2 values=$3
     shift 3
     "$CC" -std=c11 -Wall -Wextra -Werror -pedantic -isystem "$real" -I"$header_dir" \
-        -c "$checks/check.c" -o /dev/null &&
+        -c "$checks/check.c" -o "$values/check.o" &&
         "$CXX" -std=c++17 -Wall -Wextra -Werror -isystem "$real" -I"$header_dir" -I"$values" \
-            -DCANN_CHECK_VALUES "$@" -x c++ -c "$checks/check.c" -o /dev/null
+            -DCANN_CHECK_VALUES "$@" -x c++ -c "$checks/check.c" -o "$values/check.o"
 }
 
 # Every ACL runtime function we declare must be declared by the real headers in dir $1 too (otherwise
