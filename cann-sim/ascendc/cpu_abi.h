@@ -6,8 +6,8 @@
  * from a stream task. Global memory is never touched directly: every access goes through map_gm, so the
  * simulator's allocation table bounds-checks each one.
  *
- * Agreed in SIM-INTERFACES.md section 2; the Rust side (cann-sim) mirrors this file. Bump the version on
- * any change of layout or meaning.
+ * The Rust side (cann-sim/src/kernel.rs) mirrors this file. Bump the version on any change of layout or
+ * meaning.
  */
 #ifndef ASCENDC_CPU_ABI_H
 #define ASCENDC_CPU_ABI_H
