@@ -4,7 +4,8 @@
 //! (`Isa::AmxModel`), and on an AMX machine its instructions are compared with the model bit for bit.
 
 use idefics3::backend::cpu::matmul::{
-    amx_status, available_isas, choose_isa, gemm, matmul_isa, BMat, Isa,
+    amx_status, available_isas, best_isa, choose_isa, gemm, matmul_bf16, matmul_gelu, matmul_isa,
+    matmul_multi, AMat, BMat, Isa, Packed,
 };
 use idefics3::backend::cpu::{CpuBackend, CpuWeight};
 use idefics3::backend::{ActDtype, Backend};
@@ -321,6 +322,96 @@ fn fused_gelu_matmul_equals_matmul_then_gelu() {
     }
 }
 
+#[test]
+fn bf16_rows_in_and_out_give_the_bits_of_the_f32_path() {
+    // bf16 mode hands the tile kernel its activations as stored and takes bf16 results from its
+    // epilogue: the bits must be those of the f32-valued path (f32 rows in, rounded f32 out) of the
+    // same kernel, for rows read in place (K a multiple of 32, ragged M: the last rows are copied)
+    // and packed (other K), with and without bias and fused GELU.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(2024);
+    let tiles = best_isa().is_amx();
+    for &(m, k, n) in &[
+        (37, 64, 70),
+        (48, 96, 33),
+        (130, 48, 40),
+        (5, 32, 16),
+        (3, 64, 8),
+    ] {
+        let (_, _, ck) = weight(&dir, n, k, Dtype::BF16, &mut rng);
+        let b16 = CpuBackend::new(ActDtype::Bf16, Some(2)).unwrap();
+        let w = b16.load_weight(ck.get("w").unwrap(), n).unwrap();
+        let bias = rng.vec(n);
+        let x = bf16_vec(&mut rng, m * k);
+        let xb: Vec<u16> = x.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+        for (bias, gelu) in [
+            (None, false),
+            (Some(&bias[..]), false),
+            (Some(&bias[..]), true),
+        ] {
+            let got = matmul_bf16(AMat::Bf16(&xb), m, &[(&w, bias)], gelu);
+            let Some(got) = got else {
+                assert!(!tiles || m <= 4, "the tiles must run {m}×{k}×{n}");
+                continue;
+            };
+            assert!(tiles, "matmul_bf16 ran without the tiles");
+            let want = if gelu {
+                matmul_gelu(AMat::F32(&x), m, &w, bias, true)
+            } else {
+                matmul_multi(AMat::F32(&x), m, &[(&w, bias)], true).remove(0)
+            };
+            let got: Vec<u32> = got[0].iter().map(|&b| (b as u32) << 16).collect();
+            let want: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(
+                got,
+                want,
+                "({m},{k},{n}) bias {} gelu {gelu}",
+                bias.is_some()
+            );
+        }
+    }
+}
+
+#[test]
+fn packed_products_of_strided_bf16_rows_equal_those_of_their_f32_copies() {
+    // Attention reads each head's queries and probabilities as bf16 rows with a row stride; on
+    // every path the result must be that of the dense f32 copy.
+    let mut rng = Rng(31);
+    for &(m, k, n, ld) in &[
+        (40, 64, 50, 200),
+        (17, 32, 33, 32),
+        (9, 48, 20, 60),
+        (130, 96, 64, 96),
+    ] {
+        let bvals = bf16_vec(&mut rng, n * k);
+        let b = BMat::View {
+            data: &bvals,
+            rows: n,
+            cols: k,
+            row_stride: k,
+            col_stride: 1,
+        };
+        let a = bf16_vec(&mut rng, m * ld);
+        let ab: Vec<u16> = a.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+        let dense: Vec<f32> = (0..m)
+            .flat_map(|i| a[i * ld..i * ld + k].to_vec())
+            .collect();
+        let packed = Packed::new(b, true);
+        let (mut got, mut want) = (vec![0f32; m * n], vec![0f32; m * n]);
+        packed.gemm_bf16(&ab, m, ld, n, &mut got);
+        packed.gemm(&dense, m, n, &mut want);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "({m},{k},{n}) row stride {ld}");
+        let r = reference(&dense, m, k, &bvals, n);
+        for (g, r) in got.iter().zip(&r) {
+            assert!(
+                (*g as f64 - r).abs() <= 1e-4 * (1.0 + r.abs()),
+                "{g} vs {r}"
+            );
+        }
+    }
+}
+
 fn bf16_vec(rng: &mut Rng, n: usize) -> Vec<f32> {
     rng.vec(n)
         .iter()
@@ -525,6 +616,21 @@ fn amx_instructions_agree_with_the_tile_model() {
                 rows,
                 (0..rows * cols)
                     .map(|i| data[(i / cols) * row_stride + (i % cols) * col_stride])
+                    .collect(),
+            ),
+            BMat::Bf16View {
+                data,
+                rows,
+                cols,
+                row_stride,
+                col_stride,
+            } => (
+                rows,
+                (0..rows * cols)
+                    .map(|i| {
+                        let b = data[(i / cols) * row_stride + (i % cols) * col_stride];
+                        f32::from_bits((b as u32) << 16)
+                    })
                     .collect(),
             ),
         };

@@ -101,11 +101,35 @@ pub fn attention(q: Kv, k: Kv, v: Kv, p: &AttentionParams, round: bool) -> Vec<f
                 split_key_path(&q, &kd[..], &vd[..], p, round, &mut out)
             }
         }
+    } else if let (true, KvData::Bf16(qd), KvData::Bf16(kd), KvData::Bf16(vd)) =
+        (round && tiles_run(hd), q.data, k.data, v.data)
+    {
+        tile_path(qd, kd, vd, q.rows, p, &mut out);
     } else {
         let (kd, vd) = (k.to_f32(), v.to_f32());
         blocked_path(&q, &kd, &vd, p, round, &mut out);
     }
     out
+}
+
+/// Whether the AMX tiles run the products of bf16 attention with heads of `hd` values (queries and
+/// probabilities read in place as tile rows).
+fn tiles_run(hd: usize) -> bool {
+    super::matmul::best_isa().is_amx() && hd.is_multiple_of(32)
+}
+
+/// Sets the scores of keys that query row `i` may not see to −∞ (`row` holds the scores of keys
+/// `k0..k0 + row.len()`).
+fn mask_row(row: &mut [f32], p: &AttentionParams, i: usize, k0: usize, valid: Option<&[bool]>) {
+    let (_, end) = key_range(p, i);
+    if end - k0 < row.len() {
+        row[end - k0..].fill(f32::NEG_INFINITY);
+    }
+    if let Some(m) = valid {
+        for (sc, _) in row.iter_mut().zip(&m[k0..]).filter(|(_, &ok)| !ok) {
+            *sc = f32::NEG_INFINITY;
+        }
+    }
 }
 
 /// Keys visible to query row `i`: a range, and the validity mask of the bidirectional case.
@@ -126,29 +150,41 @@ fn key_valid<'a>(p: &AttentionParams<'a>) -> Option<&'a [bool]> {
     }
 }
 
-/// Softmax numerators of one row of scores multiplied by `scale` (> 0), in place; returns the max
-/// of the scaled row and the f32 sum of the numerators. Masked entries are −∞; a fully masked row
-/// gives zeros, max −∞ and sum 0.
+/// Softmax numerators of one row of scores multiplied by `scale` (> 0), in place, or as bf16 bit
+/// patterns into `bits` (with `round`; the scores are then left as they were); returns the max of
+/// the scaled row and the f32 sum of the numerators. Masked entries are −∞; a fully masked row gives
+/// zeros, max −∞ and sum 0.
 #[inline]
-fn softmax_numerators(scores: &mut [f32], scale: f32, round: bool) -> (f32, f32) {
+fn softmax_numerators(
+    scores: &mut [f32],
+    scale: f32,
+    round: bool,
+    bits: Option<&mut [u16]>,
+) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if super::matmul::has_avx512() {
         // SAFETY: the CPU has AVX-512F and FMA.
-        return unsafe { super::elementwise::simd::softmax_numerators(scores, scale, round) };
+        return unsafe { super::elementwise::simd::softmax_numerators(scores, scale, round, bits) };
     }
-    if scale != 1.0 {
-        scores.iter_mut().for_each(|s| *s *= scale);
-    }
-    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-    if max == f32::NEG_INFINITY {
-        scores.fill(0.0);
-        return (max, 0.0);
-    }
+    let max = scores
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
     let mut sum = 0f32;
-    for s in scores.iter_mut() {
-        let e = (*s - max).exp();
+    let mut numerator = |s: f32| {
+        if max == f32::NEG_INFINITY {
+            return 0.0;
+        }
+        let e = (s * scale - max).exp();
         sum += e;
-        *s = r(e, round);
+        r(e, round)
+    };
+    match bits {
+        Some(b) => {
+            for (b, &s) in b.iter_mut().zip(scores.iter()) {
+                *b = (numerator(s).to_bits() >> 16) as u16;
+            }
+        }
+        None => scores.iter_mut().for_each(|s| *s = numerator(*s)),
     }
     (max, sum)
 }
@@ -215,17 +251,9 @@ fn blocked_path(q: &Kv, k: &[f32], v: &[f32], p: &AttentionParams, round: bool, 
             kp.gemm(&qh, rows, nk, &mut scores);
             let mut sums = vec![0f32; rows];
             for (ri, row) in scores.chunks_exact_mut(nk).enumerate() {
-                let (_, end) = key_range(p, b0 + ri);
                 // Masked keys become −∞ here; the scale is applied inside the softmax pass.
-                if end - k0 < nk {
-                    row[end - k0..].fill(f32::NEG_INFINITY);
-                }
-                if let Some(m) = valid {
-                    for (sc, _) in row.iter_mut().zip(&m[k0..]).filter(|(_, &ok)| !ok) {
-                        *sc = f32::NEG_INFINITY;
-                    }
-                }
-                sums[ri] = softmax_numerators(row, p.scale, round).1;
+                mask_row(row, p, b0 + ri, k0, valid);
+                sums[ri] = softmax_numerators(row, p.scale, round, None).1;
             }
             // P·V over all the head's keys: a causal block that sees fewer is padded with zeros.
             if nk < keys {
@@ -244,6 +272,92 @@ fn blocked_path(q: &Kv, k: &[f32], v: &[f32], p: &AttentionParams, round: bool, 
                 let dst = &mut o[(b0 - i0 + ri) * hd..(b0 - i0 + ri + 1) * hd];
                 for (d, &x) in dst.iter_mut().zip(row) {
                     *d = r(x * inv, round);
+                }
+            }
+        }
+        (s, h, o)
+    });
+    for (s, h, o) in results {
+        for ri in 0..seq {
+            let i = s * seq + ri;
+            out[i * q_cols + h * hd..i * q_cols + (h + 1) * hd]
+                .copy_from_slice(&o[ri * hd..(ri + 1) * hd]);
+        }
+    }
+}
+
+/// Query blocks, bucketed by sequence and head, as [`blocked_path`] runs them, for
+/// bf16 activations on the tile kernel: queries, keys and values are read as stored (no f32 copy),
+/// and the softmax writes the probabilities as the bf16 tile rows of the P·V product. The same
+/// products, sums and roundings as [`blocked_path`] with `round`, so the same bits.
+fn tile_path(q: &[u16], k: &[u16], v: &[u16], rows: usize, p: &AttentionParams, out: &mut [f32]) {
+    let hd = p.head_dim;
+    let (q_cols, kv_cols) = (p.heads * hd, p.kv_heads * hd);
+    let group = p.heads / p.kv_heads;
+    let seq = match p.mask {
+        AttentionMask::Bidirectional { seq_len, .. } => seq_len,
+        AttentionMask::Causal { .. } => rows,
+    };
+    let tasks: Vec<(usize, usize)> = (0..rows / seq)
+        .flat_map(|s| (0..p.heads).map(move |h| (s, h)))
+        .collect();
+    let valid = key_valid(p);
+    let results: Vec<(usize, usize, Vec<f32>)> = pool::map(tasks.len(), |t| {
+        let (s, h) = tasks[t];
+        let g = h / group;
+        let (i0, i1) = (s * seq, (s + 1) * seq);
+        let (k0, _) = key_range(p, i0);
+        let (_, k1) = key_range(p, i1 - 1);
+        let keys = k1 - k0;
+        let kp = Packed::new(
+            BMat::Bf16View {
+                data: &k[k0 * kv_cols + g * hd..],
+                rows: keys,
+                cols: hd,
+                row_stride: kv_cols,
+                col_stride: 1,
+            },
+            true,
+        );
+        let vp = Packed::new(
+            BMat::Bf16View {
+                data: &v[k0 * kv_cols + g * hd..],
+                rows: hd,
+                cols: keys,
+                row_stride: 1,
+                col_stride: kv_cols,
+            },
+            true,
+        );
+        let mut o = vec![0f32; seq * hd];
+        let mut scores = Vec::new();
+        let mut probs: Vec<u16> = Vec::new();
+        let mut ob = vec![0f32; Q_BLOCK * hd];
+        for b0 in (i0..i1).step_by(Q_BLOCK) {
+            let b1 = (b0 + Q_BLOCK).min(i1);
+            let rows = b1 - b0;
+            let (_, visible) = key_range(p, b1 - 1);
+            let nk = visible - k0;
+            scores.resize(rows * nk, 0.0);
+            kp.gemm_bf16(&q[b0 * q_cols + h * hd..], rows, q_cols, nk, &mut scores);
+            // P over all the head's keys; those a causal block cannot see are zero.
+            probs.resize(rows * keys, 0);
+            let mut sums = [0f32; Q_BLOCK];
+            for (ri, (row, bits)) in scores
+                .chunks_exact_mut(nk)
+                .zip(probs.chunks_exact_mut(keys))
+                .enumerate()
+            {
+                mask_row(row, p, b0 + ri, k0, valid);
+                sums[ri] = softmax_numerators(row, p.scale, true, Some(&mut bits[..nk])).1;
+                bits[nk..].fill(0);
+            }
+            vp.gemm_bf16(&probs, rows, keys, hd, &mut ob[..rows * hd]);
+            for (ri, row) in ob[..rows * hd].chunks_exact(hd).enumerate() {
+                let inv = 1.0 / sums[ri];
+                let dst = &mut o[(b0 - i0 + ri) * hd..(b0 - i0 + ri + 1) * hd];
+                for (d, &x) in dst.iter_mut().zip(row) {
+                    *d = round_bf16(x * inv);
                 }
             }
         }
@@ -451,7 +565,7 @@ fn attend_run<E: KvElem>(
     let mut max = vec![0f32; group];
     let mut sum = vec![0f32; group];
     for h in 0..group {
-        (max[h], sum[h]) = softmax_numerators(&mut scores[h * n..(h + 1) * n], 1.0, round);
+        (max[h], sum[h]) = softmax_numerators(&mut scores[h * n..(h + 1) * n], 1.0, round, None);
     }
     let mut acc = vec![0f32; group * hd];
     if wide {
@@ -720,5 +834,90 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 fn axpy(w: f32, x: &[f32], acc: &mut [f32]) {
     for (a, &v) in acc.iter_mut().zip(x) {
         *a += w * v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bf16_bits(n: usize, seed: &mut u64, scale: f32) -> Vec<u16> {
+        (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                let u = ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+                (round_bf16(u * scale).to_bits() >> 16) as u16
+            })
+            .collect()
+    }
+
+    /// The tile path reads bf16 storage in place; it must give the blocked path's bits on the same
+    /// values (under `IDEFICS3_ISA=amx-model` and on AMX machines through the tiles, elsewhere
+    /// through the widening fallback of `Packed::gemm_bf16`).
+    #[test]
+    fn tile_path_gives_the_bits_of_the_blocked_path() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let widen = |v: &[u16]| v.iter().map(|&b| bf16_to_f32(b)).collect::<Vec<f32>>();
+        // (heads, kv_heads, head_dim, rows, mask): vision-like sequences with and without padded
+        // keys, and a causal prefill whose key count is not a multiple of 32.
+        let valid: Vec<bool> = (0..2 * 160).map(|j| j % 160 % 7 != 5).collect();
+        let cases: [(usize, usize, usize, usize, AttentionMask); 4] = [
+            (
+                4,
+                4,
+                64,
+                2 * 160,
+                AttentionMask::Bidirectional {
+                    seq_len: 160,
+                    key_valid: None,
+                },
+            ),
+            (
+                4,
+                2,
+                32,
+                2 * 160,
+                AttentionMask::Bidirectional {
+                    seq_len: 160,
+                    key_valid: Some(&valid),
+                },
+            ),
+            (6, 2, 64, 150, AttentionMask::Causal { offset: 0 }),
+            (2, 1, 32, 40, AttentionMask::Causal { offset: 0 }),
+        ];
+        for (heads, kv_heads, hd, rows, mask) in cases {
+            let p = AttentionParams {
+                heads,
+                kv_heads,
+                head_dim: hd,
+                scale: (hd as f32).powf(-0.5),
+                mask,
+            };
+            let q = bf16_bits(rows * heads * hd, &mut seed, 2.0);
+            let k = bf16_bits(rows * kv_heads * hd, &mut seed, 2.0);
+            let v = bf16_bits(rows * kv_heads * hd, &mut seed, 1.0);
+            let mut tiles = vec![0f32; rows * heads * hd];
+            tile_path(&q, &k, &v, rows, &p, &mut tiles);
+            let mut blocked = vec![0f32; rows * heads * hd];
+            let qf = widen(&q);
+            let qv = Kv {
+                data: KvData::F32(&qf),
+                rows,
+                cols: heads * hd,
+            };
+            blocked_path(&qv, &widen(&k), &widen(&v), &p, true, &mut blocked);
+            let differ = tiles
+                .iter()
+                .zip(&blocked)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(
+                differ, 0,
+                "{heads}/{kv_heads} heads of {hd}, {rows} rows, {mask:?}"
+            );
+            assert!(tiles.iter().all(|x| x.is_finite()));
+        }
     }
 }

@@ -102,12 +102,13 @@ pub fn gelu_tanh_one(a: f32) -> f32 {
     0.5 * a * (1.0 + inner.tanh())
 }
 
-/// `silu(gate) ⊙ up`; in bf16/f16 the activation is rounded before the product, as in `act(g) * u`.
-pub fn silu_mul<E: Elem>(gate: &[E], up: &[E], round: ActDtype, out: &mut [E]) {
-    for i in 0..gate.len() {
-        let g = gate[i].get();
+/// `gate ← silu(gate) ⊙ up`; in bf16/f16 the activation is rounded before the product, as in
+/// `act(g) * u`.
+pub fn silu_mul_inplace<E: Elem>(gate: &mut [E], up: &[E], round: ActDtype) {
+    for (x, u) in gate.iter_mut().zip(up) {
+        let g = x.get();
         let s = r(g / (1.0 + (-g).exp()), round);
-        out[i] = E::put(s * up[i].get(), round);
+        *x = E::put(s * u.get(), round);
     }
 }
 
@@ -302,27 +303,36 @@ pub mod simd {
         _mm512_mask_blend_ps(lo, e, _mm512_setzero_ps())
     }
 
-    /// Softmax numerators `e^(s·scale − max)` in place (rounded to bf16 with `round`); returns the
-    /// max of the scaled row and the f32 sum of the numerators. A row of −∞ only becomes zeros, with
-    /// max −∞ and sum 0.
+    /// Softmax numerators `e^(s·scale − max)` (rounded to bf16 with `round`), in place, or as bf16
+    /// bit patterns into `bits` (then `round` must hold and `s` is left as it was); returns the max
+    /// of the scaled row and the f32 sum of the numerators. A row of −∞ only becomes zeros, with max
+    /// −∞ and sum 0.
     #[target_feature(enable = "avx512f,fma")]
-    pub unsafe fn softmax_numerators(s: &mut [f32], scale: f32, round: bool) -> (f32, f32) {
+    pub unsafe fn softmax_numerators(
+        s: &mut [f32],
+        scale: f32,
+        round: bool,
+        mut bits: Option<&mut [u16]>,
+    ) -> (f32, f32) {
         let n = s.len();
+        debug_assert!(bits.as_ref().is_none_or(|b| b.len() == n && round));
         let full = n / 16 * 16;
         let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
         let sv = _mm512_set1_ps(scale);
+        // The scaled scores are recomputed in the second pass (the same products) instead of
+        // being stored here.
         for c in (0..full).step_by(16) {
-            let v = _mm512_mul_ps(_mm512_loadu_ps(s.as_ptr().add(c)), sv);
-            _mm512_storeu_ps(s.as_mut_ptr().add(c), v);
-            m = _mm512_max_ps(m, v);
+            m = _mm512_max_ps(m, _mm512_mul_ps(_mm512_loadu_ps(s.as_ptr().add(c)), sv));
         }
         let mut max = _mm512_reduce_max_ps(m);
-        for v in &mut s[full..] {
-            *v *= scale;
-            max = max.max(*v);
+        for v in &s[full..] {
+            max = max.max(*v * scale);
         }
         if max == f32::NEG_INFINITY {
-            s.fill(0.0);
+            match bits {
+                Some(b) => b.fill(0),
+                None => s.fill(0.0),
+            }
             return (max, 0.0);
         }
         let mv = _mm512_set1_ps(max);
@@ -330,7 +340,8 @@ pub mod simd {
         let rnd = _mm512_set1_epi32(0x7fff);
         let keep = _mm512_set1_epi32(0xffff_0000u32 as i32);
         for c in (0..full).step_by(16) {
-            let e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(s.as_ptr().add(c)), mv));
+            let v = _mm512_mul_ps(_mm512_loadu_ps(s.as_ptr().add(c)), sv);
+            let e = exp_ps(_mm512_sub_ps(v, mv));
             sum = _mm512_add_ps(sum, e);
             let out = if round {
                 let u = _mm512_castps_si512(e);
@@ -342,17 +353,28 @@ pub mod simd {
             } else {
                 e
             };
-            _mm512_storeu_ps(s.as_mut_ptr().add(c), out);
+            match bits.as_deref_mut() {
+                Some(b) => {
+                    let h =
+                        _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(_mm512_castps_si512(out)));
+                    _mm256_storeu_si256(b.as_mut_ptr().add(c) as *mut __m256i, h);
+                }
+                None => _mm512_storeu_ps(s.as_mut_ptr().add(c), out),
+            }
         }
         let mut total = _mm512_reduce_add_ps(sum);
-        for v in &mut s[full..] {
-            let e = (*v - max).exp();
+        for c in full..n {
+            let e = (s[c] * scale - max).exp();
             total += e;
-            *v = if round {
+            let out = if round {
                 crate::numeric::round_bf16(e)
             } else {
                 e
             };
+            match bits.as_deref_mut() {
+                Some(b) => b[c] = (out.to_bits() >> 16) as u16,
+                None => s[c] = out,
+            }
         }
         (max, total)
     }

@@ -117,6 +117,12 @@ pub fn amx_status() -> Result<(), String> {
     }
 }
 
+/// The AMX tile units' peak FLOP/s on the current pool (see the GEMM microbenchmark); `None` where
+/// the tiles are not usable.
+pub fn amx_peak_flops(steps: usize) -> Option<f64> {
+    amx::peak_flops(steps)
+}
+
 /// The best instruction set of this CPU, detected once; `IDEFICS3_ISA` caps it (see
 /// [`choose_isa`]).
 pub fn best_isa() -> Isa {
@@ -204,20 +210,33 @@ pub enum BMat<'a> {
         /// Step between columns.
         col_stride: usize,
     },
+    /// A view of bf16 bit patterns (activations of a bf16-mode backend), addressed as [`BMat::View`].
+    Bf16View {
+        /// Backing data.
+        data: &'a [u16],
+        /// Rows (n).
+        rows: usize,
+        /// Columns (k).
+        cols: usize,
+        /// Step between rows.
+        row_stride: usize,
+        /// Step between columns.
+        col_stride: usize,
+    },
 }
 
 impl BMat<'_> {
     fn rows(&self) -> usize {
         match self {
             BMat::Weight(w) => w.rows,
-            BMat::View { rows, .. } => *rows,
+            BMat::View { rows, .. } | BMat::Bf16View { rows, .. } => *rows,
         }
     }
 
     fn cols(&self) -> usize {
         match self {
             BMat::Weight(w) => w.cols,
-            BMat::View { cols, .. } => *cols,
+            BMat::View { cols, .. } | BMat::Bf16View { cols, .. } => *cols,
         }
     }
 
@@ -240,6 +259,50 @@ impl BMat<'_> {
                     }
                 }
             }
+            BMat::Bf16View {
+                data,
+                row_stride,
+                col_stride,
+                ..
+            } => {
+                let base = r * row_stride;
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o = bf16_to_f32(data[base + c * col_stride]);
+                }
+            }
+        }
+    }
+
+    /// The same matrix cut to its first `n` rows.
+    fn first_rows(self, n: usize) -> Self {
+        match self {
+            BMat::Weight(w) => BMat::Weight(w),
+            BMat::View {
+                data,
+                cols,
+                row_stride,
+                col_stride,
+                ..
+            } => BMat::View {
+                data,
+                rows: n,
+                cols,
+                row_stride,
+                col_stride,
+            },
+            BMat::Bf16View {
+                data,
+                cols,
+                row_stride,
+                col_stride,
+                ..
+            } => BMat::Bf16View {
+                data,
+                rows: n,
+                cols,
+                row_stride,
+                col_stride,
+            },
         }
     }
 }
@@ -323,6 +386,57 @@ pub fn matmul_gelu(
     out
 }
 
+/// `x·Wᵢᵀ (+ bᵢ)` for each weight, GELU applied when `gelu`, as the bit patterns of the bf16 results
+/// (the values [`matmul_multi`] and [`matmul_gelu`] give with `round`), written by the AMX tile
+/// kernel's epilogue without an f32 copy. `None` where the tiles do not run this product (no AMX,
+/// a matrix-vector product, or a GELU the epilogue cannot fuse): the caller then takes the f32 path.
+/// `x` must hold bf16 values.
+pub fn matmul_bf16(
+    x: AMat,
+    m: usize,
+    ws: &[(&CpuWeight, Option<&[f32]>)],
+    gelu: bool,
+) -> Option<Vec<Vec<u16>>> {
+    let isa = best_isa();
+    if !isa.is_amx() || m <= GEMV_ROWS || (gelu && !amx::fuses_epilogue()) {
+        return None;
+    }
+    let k = ws.first()?.0.cols;
+    let ta = amx::TileA::new(x, m, k, true);
+    let outs = ws
+        .iter()
+        .map(|&(w, bias)| {
+            assert_eq!(w.cols, k, "matmul_bf16: inner dimensions differ");
+            let epi = Epilogue {
+                bias,
+                round: true,
+                gelu,
+            };
+            let len = m * w.rows;
+            let mut out: Vec<u16> = Vec::with_capacity(len);
+            amx::gemm(
+                isa == Isa::Amx,
+                &ta,
+                w.tile_b(),
+                w.rows,
+                &epi,
+                &mut out.spare_capacity_mut()[..len],
+                true,
+            );
+            // SAFETY: the tile kernel wrote every one of the `len` elements.
+            unsafe { out.set_len(len) };
+            out
+        })
+        .collect();
+    Some(outs)
+}
+
+/// `s` as a slice the kernels may write without reading (every value they write is a valid `T`).
+fn uninit<T>(s: &mut [T]) -> &mut [std::mem::MaybeUninit<T>] {
+    // SAFETY: same layout; the kernels only store initialised values through it.
+    unsafe { &mut *(s as *mut [T] as *mut [std::mem::MaybeUninit<T>]) }
+}
+
 /// Several products `x·Wᵢᵀ (+ bᵢ)` of the same activations, one output each; decoding runs them in one
 /// parallel region.
 pub fn matmul_multi(
@@ -344,7 +458,15 @@ pub fn matmul_multi(
                 round,
                 gelu: false,
             };
-            amx::gemm(isa == Isa::Amx, &ta, w.tile_b(), w.rows, &epi, out, true);
+            amx::gemm(
+                isa == Isa::Amx,
+                &ta,
+                w.tile_b(),
+                w.rows,
+                &epi,
+                uninit(out),
+                true,
+            );
         }
         return outs;
     }
@@ -358,7 +480,7 @@ pub fn matmul_multi(
                 gelu: false,
             })
             .collect();
-        let jobs: Vec<(&CpuWeight, &Epilogue, SendPtr)> = ws
+        let jobs: Vec<(&CpuWeight, &Epilogue, SendPtr<f32>)> = ws
             .iter()
             .zip(&epis)
             .zip(outs.iter_mut())
@@ -446,10 +568,10 @@ fn gemm_epi(
         let e = if fused { epi } else { &unfused };
         let ta = amx::TileA::new(a, m, k, true);
         match b {
-            BMat::Weight(w) => amx::gemm(isa == Isa::Amx, &ta, w.tile_b(), n, e, out, true),
+            BMat::Weight(w) => amx::gemm(isa == Isa::Amx, &ta, w.tile_b(), n, e, uninit(out), true),
             view => {
                 let tb = amx::TileB::new(view, true);
-                amx::gemm(isa == Isa::Amx, &ta, &tb, n, e, out, true)
+                amx::gemm(isa == Isa::Amx, &ta, &tb, n, e, uninit(out), true)
             }
         }
         if epi.gelu && !fused {
@@ -525,29 +647,43 @@ impl<'a> Packed<'a> {
         };
         if let Some((t, hw)) = &self.tiles {
             let ta = amx::TileA::new(AMat::F32(a), m, self.b.cols(), false);
-            return amx::gemm(*hw, &ta, t, n, &epi, out, false);
+            return amx::gemm(*hw, &ta, t, n, &epi, uninit(out), false);
         }
         #[cfg(target_arch = "x86_64")]
         if let Some(p) = &self.avx {
             return x86::gemm_prepacked(AMat::F32(a), &[], m, p, n, &epi, out, false);
         }
-        let prefix = match self.b {
-            BMat::View {
-                data,
-                cols,
-                row_stride,
-                col_stride,
-                ..
-            } => BMat::View {
-                data,
-                rows: n,
-                cols,
-                row_stride,
-                col_stride,
-            },
-            BMat::Weight(w) => BMat::Weight(w),
-        };
-        dot_gemm(best_isa().base(), a, m, self.b.cols(), prefix, &epi, out);
+        dot_gemm(
+            best_isa().base(),
+            a,
+            m,
+            self.b.cols(),
+            self.b.first_rows(n),
+            &epi,
+            out,
+        );
+    }
+
+    /// [`Packed::gemm`] of bf16 rows: row `i` of A is `a[i·ld .. i·ld + k]`. The tile kernel reads
+    /// them in place (K a multiple of 32); the other kernels take them widened to f32.
+    pub fn gemm_bf16(&self, a: &[u16], m: usize, ld: usize, n: usize, out: &mut [f32]) {
+        let k = self.b.cols();
+        if let Some((t, hw)) = &self.tiles {
+            let epi = Epilogue {
+                bias: None,
+                round: false,
+                gelu: false,
+            };
+            if k.is_multiple_of(32) {
+                let ta = amx::TileA::view(a, m, k, ld);
+                return amx::gemm(*hw, &ta, t, n, &epi, uninit(out), false);
+            }
+        }
+        let mut wide = Vec::with_capacity(m * k);
+        for i in 0..m {
+            wide.extend(a[i * ld..i * ld + k].iter().map(|&b| bf16_to_f32(b)));
+        }
+        self.gemm(&wide, m, n, out)
     }
 }
 
@@ -580,16 +716,43 @@ impl Epilogue<'_> {
     }
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+struct SendPtr<T>(*mut T);
 // SAFETY: used only to let tasks write disjoint parts of one output buffer.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
 
-impl SendPtr {
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
     /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
-    fn get(self) -> *mut f32 {
+    fn get(self) -> *mut T {
         self.0
+    }
+}
+
+/// An output element of the products: f32, or the bit pattern of a bf16 value (the epilogue then
+/// rounds, so the bits are exact).
+pub(super) trait OutElem: Copy + Send + Sync + 'static {
+    /// `v` (already through the epilogue) as this element.
+    fn from_f32(v: f32) -> Self;
+}
+
+impl OutElem for f32 {
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
+
+impl OutElem for u16 {
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        (round_bf16(v).to_bits() >> 16) as u16
     }
 }
 
@@ -645,7 +808,7 @@ struct DotArgs<'a> {
     nr: usize,
     n: usize,
     n0: usize,
-    out: SendPtr,
+    out: SendPtr<f32>,
     epi: &'a Epilogue<'a>,
 }
 
@@ -762,7 +925,7 @@ fn dot<const MR: usize, M: Madd, const L: usize>(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{bf16_to_f32, f16_to_f32, AMat, BMat, DType, Epilogue, SendPtr};
+    use super::{bf16_to_f32, f16_to_f32, AMat, BMat, DType, Epilogue, OutElem, SendPtr};
     use crate::backend::cpu::elementwise::simd::{gelu_ps, round_bf16_ps};
     use crate::backend::cpu::{pool, CpuWeight};
 
@@ -1000,7 +1163,7 @@ mod x86 {
         a: AMat,
         m: usize,
         k: usize,
-        jobs: &[(&CpuWeight, &Epilogue, SendPtr)],
+        jobs: &[(&CpuWeight, &Epilogue, SendPtr<f32>)],
     ) {
         let (ah, wide) = if bf16 {
             (pack_a_bf16(a, k, true), Default::default())
@@ -1149,11 +1312,11 @@ mod x86 {
     /// the tile kernel's stores, with the same vector code as the register kernels.
     #[target_feature(enable = "avx512f,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn store_rows(
+    pub(super) unsafe fn store_rows<O: OutElem>(
         c: &[f32],
         ldb: usize,
         rows: usize,
-        out: *mut f32,
+        out: *mut O,
         ldc: usize,
         nr: usize,
         n0: usize,
@@ -1162,16 +1325,16 @@ mod x86 {
         for i in 0..rows {
             let p = c.as_ptr().add(i * ldb);
             let acc = [[_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))]];
-            store::<1>(&acc, out.add(i * ldc), ldc, nr, n0, epi);
+            store::<1, O>(&acc, out.add(i * ldc), ldc, nr, n0, epi);
         }
     }
 
     /// Writes an accumulator tile through the epilogue, sixteen columns at a time (partial panels
     /// under a mask).
     #[inline(always)]
-    unsafe fn store<const R: usize>(
+    unsafe fn store<const R: usize, O: OutElem>(
         acc: &[[__m512; 2]; R],
-        c: *mut f32,
+        c: *mut O,
         ldc: usize,
         nr: usize,
         n0: usize,
@@ -1203,8 +1366,19 @@ mod x86 {
                         v = round_bf16_ps(v);
                     }
                 }
-                _mm512_mask_storeu_ps(c.add(i * ldc + 16 * h), masks[h], v);
+                put(c.add(i * ldc + 16 * h), masks[h], v);
             }
+        }
+    }
+
+    /// Stores the live lanes of `v` as `O` (bf16: the top halves, exact on rounded values).
+    #[inline(always)]
+    unsafe fn put<O: OutElem>(p: *mut O, m: __mmask16, v: __m512) {
+        if std::mem::size_of::<O>() == 4 {
+            _mm512_mask_storeu_ps(p as *mut f32, m, v);
+        } else {
+            let bits = _mm512_srli_epi32::<16>(_mm512_castps_si512(v));
+            _mm512_mask_cvtepi32_storeu_epi16(p as *mut i16, m, bits);
         }
     }
 
@@ -1215,7 +1389,7 @@ mod x86 {
 
     /// Several products of the same few rows of A in one parallel region (q/k/v, gate/up), so that
     /// decoding pays one fork-join per group instead of one per weight.
-    pub(super) fn gemv_multi(a: &[f32], m: usize, jobs: &[(&CpuWeight, &Epilogue, SendPtr)]) {
+    pub(super) fn gemv_multi(a: &[f32], m: usize, jobs: &[(&CpuWeight, &Epilogue, SendPtr<f32>)]) {
         let total: usize = jobs.iter().map(|(w, _, _)| w.rows).sum();
         let threads = pool::current_threads();
         // Two chunks per thread balance well; more only add scheduling.

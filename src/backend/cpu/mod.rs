@@ -46,6 +46,10 @@ fn keep_large_allocations() {
 /// more than the work.
 const SEQUENTIAL_ROWS: usize = 4;
 
+/// Rows per task of the parallel row-wise and elementwise ops: several rows keep the task counter
+/// out of the profile.
+const ROWS_PER_TASK: usize = 16;
+
 /// An activation matrix in host memory: f32, or bf16 bit patterns in bf16 mode.
 #[derive(Debug, Clone)]
 pub struct CpuTensor {
@@ -270,6 +274,25 @@ impl CpuBackend {
 
     /// Rows `f(row of x, output row)` of `cols` elements each; parallel over rows unless there are
     /// only a few.
+    /// `f(x_rows, y_rows)` over matching pieces of whole rows of `x` and `y`, spread over the pool
+    /// when there are many rows (elementwise ops: the result does not depend on the split).
+    fn zip_rows<E: Elem>(
+        &self,
+        x: &mut [E],
+        y: &[E],
+        cols: usize,
+        f: impl Fn(&mut [E], &[E]) + Sync,
+    ) {
+        debug_assert_eq!(x.len(), y.len());
+        if cols == 0 || x.len() <= SEQUENTIAL_ROWS * cols {
+            return f(x, y);
+        }
+        let chunk = cols * ROWS_PER_TASK;
+        self.pool.install(|| {
+            pool::chunks_mut(x, chunk, || (), |_, t, c| f(c, &y[t * chunk..][..c.len()]))
+        });
+    }
+
     fn map_rows<E: Elem>(&self, x: &[E], cols: usize, f: impl Fn(&[E], &mut [E]) + Sync) -> Vec<E> {
         let mut out = vec![E::default(); x.len()];
         if cols == 0 || x.len() <= SEQUENTIAL_ROWS * cols {
@@ -277,8 +300,7 @@ impl CpuBackend {
                 .zip(x.chunks(cols.max(1)))
                 .for_each(|(o, r)| f(r, o));
         } else {
-            // Several rows per task keep the task counter out of the profile.
-            let per_task = 16;
+            let per_task = ROWS_PER_TASK;
             self.pool.install(|| {
                 pool::chunks_mut(
                     &mut out,
@@ -334,6 +356,28 @@ impl CpuBackend {
         if let std::borrow::Cow::Owned(o) = self.own(t) {
             *t = o;
         }
+    }
+
+    /// The products of `x` (in this backend's storage) with `ws` as bf16 tensors straight from the
+    /// tile kernel, where it runs them in bf16 mode; `None` sends the caller down the f32 path.
+    fn matmul_bf16(
+        &self,
+        x: &CpuTensor,
+        ws: &[(&CpuWeight, Option<&[f32]>)],
+        gelu: bool,
+    ) -> Option<Vec<CpuTensor>> {
+        if !self.bf16() {
+            return None;
+        }
+        let outs = self
+            .pool
+            .install(|| matmul::matmul_bf16(Self::amat(x), x.rows, ws, gelu))?;
+        Some(
+            outs.into_iter()
+                .zip(ws)
+                .map(|(o, (w, _))| self.stored(ActData::Bf16(o), x.rows, w.rows))
+                .collect(),
+        )
     }
 
     /// `x` as the left operand of a product.
@@ -501,6 +545,9 @@ impl Backend for CpuBackend {
         check_matmul("matmul", x, w, bias)?;
         let bias = bias.map(CpuWeight::to_vec);
         let x = self.own(x);
+        if let Some(t) = self.matmul_bf16(&x, &[(w, bias.as_deref())], false) {
+            return Ok(t.into_iter().next().expect("one product"));
+        }
         let mut out = self
             .pool
             .install(|| matmul::matmul(Self::amat(&x), x.rows, w, bias.as_deref(), self.bf16()));
@@ -523,6 +570,9 @@ impl Backend for CpuBackend {
         }
         let bias = bias.map(CpuWeight::to_vec);
         let x = self.own(x);
+        if let Some(t) = self.matmul_bf16(&x, &[(w, bias.as_deref())], true) {
+            return Ok(t.into_iter().next().expect("one product"));
+        }
         let out = self.pool.install(|| {
             matmul::matmul_gelu(Self::amat(&x), x.rows, w, bias.as_deref(), self.bf16())
         });
@@ -545,6 +595,9 @@ impl Backend for CpuBackend {
             .map(|((w, _), b)| (*w, b.as_deref()))
             .collect();
         let x = self.own(x);
+        if let Some(t) = self.matmul_bf16(&x, &jobs, false) {
+            return Ok(t);
+        }
         let outs = self
             .pool
             .install(|| matmul::matmul_multi(Self::amat(&x), x.rows, &jobs, self.bf16()));
@@ -598,8 +651,10 @@ impl Backend for CpuBackend {
             format!("[{}, {}] += [{}, {}]", x.rows, x.cols, y.rows, y.cols)
         })?;
         self.adopt(x);
-        let act = self.act;
-        pair_storage!(&mut x.data, &y.data, a, b => elementwise::add_assign(a, b, act));
+        let (act, cols) = (self.act, x.cols);
+        pair_storage!(&mut x.data, &y.data, a, b => self.zip_rows(a, b, cols, |a, b| {
+            elementwise::add_assign(a, b, act)
+        }));
         Ok(())
     }
 
@@ -639,9 +694,10 @@ impl Backend for CpuBackend {
             },
         )?;
         let (act, gate) = (self.act, self.own(gate));
+        let cols = gate.cols;
         let data = pair_storage!(&gate.data, &up.data, g, u => {
-            let mut out = vec![Default::default(); g.len()];
-            elementwise::silu_mul(g, u, act, &mut out);
+            let mut out = g.to_vec();
+            self.zip_rows(&mut out, u, cols, |o, u| elementwise::silu_mul_inplace(o, u, act));
             ActData::from(out)
         });
         Ok(self.stored(data, gate.rows, gate.cols))
@@ -663,10 +719,30 @@ impl Backend for CpuBackend {
         )?;
         self.adopt(x);
         let (act, cols) = (self.act, x.cols);
-        any_storage!(&mut x.data, d => d
-            .chunks_exact_mut(cols)
-            .zip(positions)
-            .for_each(|(row, &pos)| elementwise::rope_row(row, head_dim, pos, inv_freq, act)));
+        fn rope<E: Elem>(
+            d: &mut [E],
+            cols: usize,
+            pos: &[u32],
+            hd: usize,
+            f: &[f32],
+            act: ActDtype,
+        ) {
+            d.chunks_exact_mut(cols)
+                .zip(pos)
+                .for_each(|(row, &p)| elementwise::rope_row(row, hd, p, f, act))
+        }
+        any_storage!(&mut x.data, d => {
+            if x.rows <= SEQUENTIAL_ROWS {
+                rope(d, cols, positions, head_dim, inv_freq, act);
+            } else {
+                self.pool.install(|| {
+                    pool::chunks_mut(d, cols * ROWS_PER_TASK, || (), |_, t, c| {
+                        let pos = &positions[t * ROWS_PER_TASK..];
+                        rope(c, cols, pos, head_dim, inv_freq, act)
+                    })
+                });
+            }
+        });
         Ok(())
     }
 
