@@ -5,7 +5,7 @@
 
 use idefics3::backend::cpu::matmul::{
     amx_status, available_isas, best_isa, choose_isa, gemm, matmul_bf16, matmul_gelu, matmul_isa,
-    matmul_multi, AMat, BMat, Isa, Packed,
+    matmul_multi, AMat, Aligned, BMat, Isa, Packed,
 };
 use idefics3::backend::cpu::{CpuBackend, CpuWeight};
 use idefics3::backend::{ActDtype, Backend};
@@ -402,6 +402,16 @@ fn packed_products_of_strided_bf16_rows_equal_those_of_their_f32_copies() {
         packed.gemm(&dense, m, n, &mut want);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(&want), "({m},{k},{n}) row stride {ld}");
+        // The same rows on cache-line boundaries, which the tile kernel reads in place.
+        let mut aligned = Aligned::<u16>::zeroed(m * ld);
+        aligned.as_mut_slice().copy_from_slice(&ab);
+        assert_eq!(aligned.as_slice().as_ptr() as usize % 64, 0);
+        packed.gemm_bf16(aligned.as_slice(), m, ld, n, &mut got);
+        assert_eq!(
+            bits(&got),
+            bits(&want),
+            "aligned ({m},{k},{n}) row stride {ld}"
+        );
         let r = reference(&dense, m, k, &bvals, n);
         for (g, r) in got.iter().zip(&r) {
             assert!(

@@ -10,7 +10,7 @@
 //! are merged by rescaling to the largest maximum, as torch merges its key blocks.
 
 use super::act::ActData;
-use super::matmul::{has_avx512, BMat, Packed};
+use super::matmul::{has_avx512, Aligned, BMat, Packed};
 use super::{pool, CpuTensor};
 use crate::backend::{AttentionMask, AttentionParams};
 use crate::numeric::{bf16_to_f32, round_bf16};
@@ -330,18 +330,21 @@ fn tile_path(q: &[u16], k: &[u16], v: &[u16], rows: usize, p: &AttentionParams, 
             true,
         );
         let mut o = vec![0f32; seq * hd];
-        let mut scores = Vec::new();
-        let mut probs: Vec<u16> = Vec::new();
-        let mut ob = vec![0f32; Q_BLOCK * hd];
+        // Tile operands and results on cache-line boundaries (see `Aligned`).
+        let mut scores = Aligned::<f32>::zeroed(0);
+        let mut probs = Aligned::<u16>::zeroed(0);
+        let mut ob = Aligned::<f32>::zeroed(Q_BLOCK * hd);
         for b0 in (i0..i1).step_by(Q_BLOCK) {
             let b1 = (b0 + Q_BLOCK).min(i1);
             let rows = b1 - b0;
             let (_, visible) = key_range(p, b1 - 1);
             let nk = visible - k0;
-            scores.resize(rows * nk, 0.0);
-            kp.gemm_bf16(&q[b0 * q_cols + h * hd..], rows, q_cols, nk, &mut scores);
+            scores.resize(rows * nk);
+            let scores = scores.as_mut_slice();
+            kp.gemm_bf16(&q[b0 * q_cols + h * hd..], rows, q_cols, nk, scores);
             // P over all the head's keys; those a causal block cannot see are zero.
-            probs.resize(rows * keys, 0);
+            probs.resize(rows * keys);
+            let probs = probs.as_mut_slice();
             let mut sums = [0f32; Q_BLOCK];
             for (ri, (row, bits)) in scores
                 .chunks_exact_mut(nk)
@@ -352,8 +355,9 @@ fn tile_path(q: &[u16], k: &[u16], v: &[u16], rows: usize, p: &AttentionParams, 
                 sums[ri] = softmax_numerators(row, p.scale, true, Some(&mut bits[..nk])).1;
                 bits[nk..].fill(0);
             }
-            vp.gemm_bf16(&probs, rows, keys, hd, &mut ob[..rows * hd]);
-            for (ri, row) in ob[..rows * hd].chunks_exact(hd).enumerate() {
+            let ob = &mut ob.as_mut_slice()[..rows * hd];
+            vp.gemm_bf16(probs, rows, keys, hd, ob);
+            for (ri, row) in ob.chunks_exact(hd).enumerate() {
                 let inv = 1.0 / sums[ri];
                 let dst = &mut o[(b0 - i0 + ri) * hd..(b0 - i0 + ri + 1) * hd];
                 for (d, &x) in dst.iter_mut().zip(row) {

@@ -431,6 +431,58 @@ pub fn matmul_bf16(
     Some(outs)
 }
 
+/// A zero-filled buffer whose first element sits on a 64-byte boundary. Tile rows (64 bytes) that
+/// straddle two cache lines load much slower: on a 2-core Xeon VM with AMX, a product whose A and B
+/// started 16 bytes past a line ran at 0.63× the speed of the aligned one.
+pub struct Aligned<T: Zeroable> {
+    lines: Vec<Line>,
+    len: usize,
+    _t: std::marker::PhantomData<T>,
+}
+
+/// One cache line.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([u8; 64]);
+
+/// Element types of [`Aligned`]: plain numbers, for which all-zero bytes are a valid value.
+pub trait Zeroable: Copy + Send + Sync + 'static {}
+impl Zeroable for u16 {}
+impl Zeroable for u32 {}
+impl Zeroable for f32 {}
+
+impl<T: Zeroable> Aligned<T> {
+    /// `len` zeros.
+    pub fn zeroed(len: usize) -> Self {
+        let bytes = len * std::mem::size_of::<T>();
+        Aligned {
+            lines: vec![Line([0; 64]); bytes.div_ceil(64)],
+            len,
+            _t: std::marker::PhantomData,
+        }
+    }
+
+    /// The elements.
+    pub fn as_slice(&self) -> &[T] {
+        // SAFETY: the lines hold at least `len` elements of `T` (align 64 ≥ align of `T`), every
+        // byte pattern written there is a valid `T` (zeros, or values stored through `as_mut_slice`).
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const T, self.len) }
+    }
+
+    /// The elements, to write.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: as in `as_slice`, and the borrow is unique.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr() as *mut T, self.len) }
+    }
+
+    /// Grows or shrinks to `len` elements, keeping the first ones; new elements are zero.
+    pub fn resize(&mut self, len: usize) {
+        let bytes = len * std::mem::size_of::<T>();
+        self.lines.resize(bytes.div_ceil(64), Line([0; 64]));
+        self.len = len;
+    }
+}
+
 /// `s` as a slice the kernels may write without reading (every value they write is a valid `T`).
 fn uninit<T>(s: &mut [T]) -> &mut [std::mem::MaybeUninit<T>] {
     // SAFETY: same layout; the kernels only store initialised values through it.

@@ -23,7 +23,7 @@
 pub mod hw;
 pub mod tiles;
 
-use super::{pool, round_bf16, AMat, BMat, Epilogue, OutElem, SendPtr};
+use super::{pool, round_bf16, AMat, Aligned, BMat, Epilogue, OutElem, SendPtr};
 use crate::weights::DType;
 use std::mem::MaybeUninit;
 use tiles::{Model, TileConfig, Tiles};
@@ -65,10 +65,10 @@ fn bf16_bits(v: f32) -> u16 {
 }
 
 /// A as bf16 rows for A tiles: borrowed where bf16 rows already are tile rows (K a multiple of 32,
-/// any row stride), packed otherwise.
+/// rows on 64-byte boundaries), packed into aligned rows otherwise.
 pub struct TileA<'a> {
-    /// Rows `0..full` with row stride `ld` elements.
-    data: std::borrow::Cow<'a, [u16]>,
+    data: Rows<'a>,
+    /// Row stride of `data` in elements.
     ld: usize,
     /// Rows read in place: all rows of a packed A (padded to 16), the whole groups of 16 of a view.
     full: usize,
@@ -79,84 +79,54 @@ pub struct TileA<'a> {
     kp: usize,
 }
 
+enum Rows<'a> {
+    View(&'a [u16]),
+    Packed(Aligned<u16>),
+}
+
 impl<'a> TileA<'a> {
     /// `a [m, k]` (rounded to bf16; exact when it holds bf16 values): bf16 rows are read in place
-    /// when K is a multiple of 32, anything else is packed, in parallel when asked.
+    /// where they can be, anything else is packed, in parallel when asked.
     pub fn new(a: AMat<'a>, m: usize, k: usize, parallel: bool) -> Self {
         assert_eq!(a.len(), m * k, "amx: A has the wrong size");
         if let AMat::Bf16(rows) = a {
-            if k.is_multiple_of(KT) {
-                return Self::view(rows, m, k, k);
-            }
+            return Self::rows(rows, m, k, k, parallel);
         }
-        let kp = k.next_multiple_of(KT);
-        let padded = m.next_multiple_of(MT);
-        let mut data = vec![0u16; padded * kp];
-        if kp == 0 || m == 0 {
-            return TileA {
-                data: data.into(),
-                ld: kp,
-                full: padded,
-                tail: Vec::new(),
-                m,
-                k,
-                kp,
+        Self::pack(m, k, parallel, |dst, i| {
+            let AMat::F32(a) = a else {
+                unreachable!("bf16 rows are handled above")
             };
-        }
-        #[cfg(target_arch = "x86_64")]
-        let wide = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
-        let conv = |dst: &mut [u16], i: usize| {
-            let src = match a {
-                AMat::Bf16(a) => return dst[..k].copy_from_slice(&a[i * k..(i + 1) * k]),
-                AMat::F32(a) => &a[i * k..(i + 1) * k],
-            };
+            let src = &a[i * k..(i + 1) * k];
             #[cfg(target_arch = "x86_64")]
-            if wide {
-                // SAFETY: AVX-512F and BW checked above.
-                return unsafe { super::x86::to_bf16_slice(src, &mut dst[..src.len()]) };
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                // SAFETY: AVX-512F and BW checked just now.
+                return unsafe { super::x86::to_bf16_slice(src, &mut dst[..k]) };
             }
             for (d, &s) in dst.iter_mut().zip(src) {
                 *d = bf16_bits(s);
             }
-        };
-        let rows_per_task = 64;
-        let fill = |t: usize, d: &mut [u16]| {
-            for (r, dst) in d.chunks_mut(kp).enumerate() {
-                let i = t * rows_per_task + r;
-                if i < m {
-                    conv(dst, i);
-                }
-            }
-        };
-        if parallel {
-            pool::chunks_mut(&mut data, kp * rows_per_task, || (), |_, t, d| fill(t, d));
-        } else {
-            data.chunks_mut(kp * rows_per_task)
-                .enumerate()
-                .for_each(|(t, d)| fill(t, d));
-        }
-        TileA {
-            data: data.into(),
-            ld: kp,
-            full: padded,
-            tail: Vec::new(),
-            m,
-            k,
-            kp,
-        }
+        })
     }
 
-    /// The bf16 rows `i·ld .. i·ld + k` of `rows` for `i < m`, read in place (`k` a multiple of
-    /// 32); only a last partial group of 16 rows is copied, padded with zero rows.
+    /// The bf16 rows `i·ld .. i·ld + k` of `rows` for `i < m`: read in place when K is a multiple
+    /// of 32 and every row starts on a 64-byte boundary (then only a last partial group of 16 rows
+    /// is copied, padded with zero rows), else copied into aligned rows.
     pub fn view(rows: &'a [u16], m: usize, k: usize, ld: usize) -> Self {
-        assert!(
-            k.is_multiple_of(KT) && ld >= k,
-            "amx: an A view needs K a multiple of {KT}"
-        );
+        Self::rows(rows, m, k, ld, false)
+    }
+
+    fn rows(rows: &'a [u16], m: usize, k: usize, ld: usize, parallel: bool) -> Self {
+        assert!(ld >= k, "amx: A rows overlap");
         assert!(
             m == 0 || (m - 1) * ld + k <= rows.len(),
             "amx: A view past its data"
         );
+        let aligned = (rows.as_ptr() as usize).is_multiple_of(64) && (2 * ld).is_multiple_of(64);
+        if !k.is_multiple_of(KT) || !aligned {
+            return Self::pack(m, k, parallel, |dst, i| {
+                dst[..k].copy_from_slice(&rows[i * ld..i * ld + k])
+            });
+        }
         let full = m / MT * MT;
         let mut tail = Vec::new();
         if full < m {
@@ -167,7 +137,7 @@ impl<'a> TileA<'a> {
             }
         }
         TileA {
-            data: rows.into(),
+            data: Rows::View(rows),
             ld,
             full,
             tail,
@@ -177,13 +147,53 @@ impl<'a> TileA<'a> {
         }
     }
 
+    /// Rows of `kp` values (zero beyond `k`), padded to a multiple of 16 rows, row `i` written by
+    /// `conv(row, i)`.
+    fn pack(m: usize, k: usize, parallel: bool, conv: impl Fn(&mut [u16], usize) + Sync) -> Self {
+        let kp = k.next_multiple_of(KT);
+        let padded = m.next_multiple_of(MT);
+        let mut data = Aligned::zeroed(padded * kp);
+        if kp > 0 && m > 0 {
+            let rows_per_task = 64;
+            let fill = |t: usize, d: &mut [u16]| {
+                for (r, dst) in d.chunks_mut(kp).enumerate() {
+                    let i = t * rows_per_task + r;
+                    if i < m {
+                        conv(dst, i);
+                    }
+                }
+            };
+            let d = data.as_mut_slice();
+            if parallel {
+                pool::chunks_mut(d, kp * rows_per_task, || (), |_, t, d| fill(t, d));
+            } else {
+                d.chunks_mut(kp * rows_per_task)
+                    .enumerate()
+                    .for_each(|(t, d)| fill(t, d));
+            }
+        }
+        TileA {
+            data: Rows::Packed(data),
+            ld: kp,
+            full: padded,
+            tail: Vec::new(),
+            m,
+            k,
+            kp,
+        }
+    }
+
     /// The first row of the tile of rows `i..i + 16` (`i` a multiple of 16) and its row stride in
     /// bytes.
     #[inline(always)]
     fn tile(&self, i: usize) -> (*const u8, usize) {
         if i < self.full {
+            let data = match &self.data {
+                Rows::View(v) => v,
+                Rows::Packed(p) => p.as_slice(),
+            };
             // SAFETY (of the caller's loads): 16 rows from `i` lie inside `data` (whole groups).
-            (self.data[i * self.ld..].as_ptr() as *const u8, self.ld * 2)
+            (data[i * self.ld..].as_ptr() as *const u8, self.ld * 2)
         } else {
             (
                 self.tail[(i - self.full) * self.kp..].as_ptr() as *const u8,
@@ -195,7 +205,7 @@ impl<'a> TileA<'a> {
 
 /// B packed into VNNI panels for B tiles.
 pub struct TileB {
-    data: Vec<u32>,
+    data: Aligned<u32>,
     n: usize,
     k: usize,
     kp: usize,
@@ -213,7 +223,7 @@ impl TileB {
         let (n, k) = (b.rows(), b.cols());
         let kp = k.next_multiple_of(KT);
         let panel = kp / 2 * NP;
-        let mut data = vec![0u32; n.div_ceil(NP) * panel];
+        let mut data = Aligned::zeroed(n.div_ceil(NP) * panel);
         if panel == 0 {
             return TileB { data, n, k, kp };
         }
@@ -313,14 +323,15 @@ impl TileB {
         };
         if parallel {
             pool::chunks_mut(
-                &mut data,
+                data.as_mut_slice(),
                 panel,
                 || vec![0f32; k],
                 |row, p, d| fill(row, p, d),
             );
         } else {
             let mut row = vec![0f32; k];
-            data.chunks_mut(panel)
+            data.as_mut_slice()
+                .chunks_mut(panel)
                 .enumerate()
                 .for_each(|(p, d)| fill(&mut row, p, d));
         }
@@ -329,7 +340,7 @@ impl TileB {
 
     /// Bytes of the packed copy.
     pub fn bytes(&self) -> usize {
-        self.data.len() * 4
+        self.data.as_slice().len() * 4
     }
 }
 
@@ -421,7 +432,8 @@ fn run<T: Tiles, O: OutElem>(
                 for s0 in (0..steps).step_by(chunk) {
                     let s1 = (s0 + chunk).min(steps);
                     for (cq, p) in c.iter_mut().zip(p0..p1) {
-                        let bpanel = b.data.as_ptr().add(p * (b.kp / 2) * NP) as *const u8;
+                        let bpanel =
+                            b.data.as_slice().as_ptr().add(p * (b.kp / 2) * NP) as *const u8;
                         // Whole f32 blocks of a plain product go from the tiles to `out`.
                         let direct = (s1 == steps && plain && rows == 2 * MT && (p + 1) * NP <= n)
                             .then(|| (out_ptr.get().add(i * n + p * NP) as *mut u8, n * 4));
