@@ -34,13 +34,16 @@ const KT: usize = 32;
 const NP: usize = 32;
 /// Rows of one A tile.
 const MT: usize = 16;
-/// Most rows of A per task (8 strips of 32).
+/// Rows of A per task (8 strips of 32). A task reads its rows of A once (each depth chunk of a
+/// strip serves all the task's panels from L1) and its panels once per strip (from L2 after the
+/// first): the bytes it reads from memory are its A rows plus its panels.
 const MB: usize = 256;
-/// Bytes of A rows a task aims at (they stay in L2 while its panels pass over them): 256 rows of
-/// K = 768, 64 rows of K = 3072.
-const A_BLOCK_BYTES: usize = 384 << 10;
-/// Panels per task (128 columns; four panels of K = 768 are 192 KB).
-const PANELS_PER_TASK: usize = 4;
+/// Bytes of B panels a task aims at (they stay in L2 while its strips pass): 16 panels of K = 768,
+/// 4 of K = 3072. Tasks of 4 panels of K = 768 read about 33 GB/s per core from memory at the tile
+/// peak, above what one core of the AMX machine streams (about 25 GB/s); 16 panels need about 17.
+const B_TASK_BYTES: usize = 768 << 10;
+/// Most panels per task (512 columns).
+const PANELS_PER_TASK: usize = 16;
 /// Most tile steps per depth chunk: a chunk of a 32-row strip of A is 32 rows × 384 values (24 KB,
 /// half of L1). On a 2-core Xeon VM with AMX, a C sketch of one task with its operands in L2 ran
 /// 1.3–1.4× faster in chunks of 8–12 steps than in whole-depth blocks; on the full vision shapes,
@@ -394,12 +397,12 @@ fn run<T: Tiles, O: OutElem>(
         return;
     }
     let panels = n.div_ceil(NP);
-    let task_panels = PANELS_PER_TASK.min(panels);
+    let panel_bytes = b.kp / 2 * NP * 4;
+    let task_panels = (B_TASK_BYTES / panel_bytes.max(1))
+        .clamp(1, PANELS_PER_TASK)
+        .min(panels);
     let p_blocks = panels.div_ceil(task_panels);
-    // A task's rows of A stay in L2 while its panels pass over them: about 384 KB of them.
-    let mb = (A_BLOCK_BYTES / (2 * a.kp.max(1)))
-        .clamp(2 * MT, MB)
-        .next_multiple_of(2 * MT);
+    let mb = MB;
     let m_blocks = m.div_ceil(mb);
     let steps = a.kp / KT;
     let chunk = steps.div_ceil(steps.div_ceil(CHUNK_STEPS).max(1)).max(1);
