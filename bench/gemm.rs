@@ -21,6 +21,10 @@ use idefics3::backend::cpu::{pool::ThreadPool, CpuBackend};
 use idefics3::backend::{ActDtype, Backend};
 use idefics3::weights::Checkpoint;
 
+/// As in the `idefics3` command: activation rows on cache lines, read in place by the tiles.
+#[global_allocator]
+static ALLOC: idefics3::aligned_alloc::CacheLineAlloc = idefics3::aligned_alloc::CacheLineAlloc;
+
 /// (name, m, k, n): W1's vision tower runs four 1024-patch tiles per group (m = 4096), hidden 768,
 /// MLP 3072; its text prefill has 876 tokens, hidden 576, MLP 1536.
 const SHAPES: [(&str, usize, usize, usize); 7] = [

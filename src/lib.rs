@@ -11,6 +11,7 @@
 //! # }
 //! ```
 
+pub mod aligned_alloc;
 pub mod backend;
 pub mod bench;
 pub mod capi;

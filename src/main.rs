@@ -17,6 +17,10 @@ use idefics3::limits::check_conversation_bytes;
 use idefics3::processor::{prompt, ImageFile, Processor};
 use idefics3::tensor_io::{check_output, read_inputs, write_tensors, OutTensor};
 
+/// Large blocks on cache lines, so that the AMX kernel reads activation rows in place.
+#[global_allocator]
+static ALLOC: idefics3::aligned_alloc::CacheLineAlloc = idefics3::aligned_alloc::CacheLineAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "idefics3",

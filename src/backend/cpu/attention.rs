@@ -10,7 +10,7 @@
 //! are merged by rescaling to the largest maximum, as torch merges its key blocks.
 
 use super::act::ActData;
-use super::matmul::{has_avx512, Aligned, BMat, Packed};
+use super::matmul::{has_avx512, Aligned, BMat, Packed, SendPtr};
 use super::{pool, CpuTensor};
 use crate::backend::{AttentionMask, AttentionParams};
 use crate::numeric::{bf16_to_f32, round_bf16};
@@ -83,14 +83,25 @@ impl<'a> Kv<'a> {
     }
 }
 
-/// Attention of every query row of `q` over the keys it may see.
-pub fn attention(q: Kv, k: Kv, v: Kv, p: &AttentionParams, round: bool) -> Vec<f32> {
+/// Attention of every query row of `q` over the keys it may see: bf16 bit patterns where the tiles
+/// ran (bf16 mode: `round` and bf16 q, k, v), f32 values otherwise.
+pub fn attention(q: Kv, k: Kv, v: Kv, p: &AttentionParams, round: bool) -> ActData {
     let hd = p.head_dim;
     let (q_cols, kv_cols) = (p.heads * hd, p.kv_heads * hd);
     assert_eq!(q.cols, q_cols, "attention: q width");
     assert_eq!(k.cols, kv_cols, "attention: k width");
     assert_eq!(v.cols, kv_cols, "attention: v width");
     assert_eq!(k.rows, v.rows, "attention: k and v lengths differ");
+    if let (true, KvData::Bf16(qd), KvData::Bf16(kd), KvData::Bf16(vd)) = (
+        q.rows >= MIN_GEMM_ROWS && round && tiles_run(hd),
+        q.data,
+        k.data,
+        v.data,
+    ) {
+        let mut out = vec![0u16; q.rows * q_cols];
+        tile_path(qd, kd, vd, q.rows, p, &mut out);
+        return ActData::Bf16(out);
+    }
     let mut out = vec![0f32; q.rows * q_cols];
     if q.rows < MIN_GEMM_ROWS {
         match (k.data, v.data) {
@@ -101,15 +112,11 @@ pub fn attention(q: Kv, k: Kv, v: Kv, p: &AttentionParams, round: bool) -> Vec<f
                 split_key_path(&q, &kd[..], &vd[..], p, round, &mut out)
             }
         }
-    } else if let (true, KvData::Bf16(qd), KvData::Bf16(kd), KvData::Bf16(vd)) =
-        (round && tiles_run(hd), q.data, k.data, v.data)
-    {
-        tile_path(qd, kd, vd, q.rows, p, &mut out);
     } else {
         let (kd, vd) = (k.to_f32(), v.to_f32());
         blocked_path(&q, &kd, &vd, p, round, &mut out);
     }
-    out
+    ActData::F32(out)
 }
 
 /// Whether the AMX tiles run the products of bf16 attention with heads of `hd` values (queries and
@@ -290,9 +297,10 @@ fn blocked_path(q: &Kv, k: &[f32], v: &[f32], p: &AttentionParams, round: bool, 
 /// bf16 activations on the tile kernel: queries, keys and values are read as stored (no f32 copy),
 /// and the softmax writes the probabilities as the bf16 tile rows of the P·V product. The same
 /// products, sums and roundings as [`blocked_path`] with `round`, so the same bits.
-fn tile_path(q: &[u16], k: &[u16], v: &[u16], rows: usize, p: &AttentionParams, out: &mut [f32]) {
+fn tile_path(q: &[u16], k: &[u16], v: &[u16], rows: usize, p: &AttentionParams, out: &mut [u16]) {
     let hd = p.head_dim;
     let (q_cols, kv_cols) = (p.heads * hd, p.kv_heads * hd);
+    assert_eq!(out.len(), rows * q_cols, "attention: output size");
     let group = p.heads / p.kv_heads;
     let seq = match p.mask {
         AttentionMask::Bidirectional { seq_len, .. } => seq_len,
@@ -302,7 +310,20 @@ fn tile_path(q: &[u16], k: &[u16], v: &[u16], rows: usize, p: &AttentionParams, 
         .flat_map(|s| (0..p.heads).map(move |h| (s, h)))
         .collect();
     let valid = key_valid(p);
-    let results: Vec<(usize, usize, Vec<f32>)> = pool::map(tasks.len(), |t| {
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    /// A thread's buffers, kept across its tasks (tile operands and results on cache-line
+    /// boundaries, see `Aligned`).
+    struct Scratch {
+        scores: Aligned<f32>,
+        probs: Aligned<u16>,
+        ob: Aligned<f32>,
+    }
+    let scratch = || Scratch {
+        scores: Aligned::zeroed(0),
+        probs: Aligned::zeroed(0),
+        ob: Aligned::zeroed(Q_BLOCK * hd),
+    };
+    pool::for_each_init(tasks.len(), scratch, |sc, t| {
         let (s, h) = tasks[t];
         let g = h / group;
         let (i0, i1) = (s * seq, (s + 1) * seq);
@@ -329,22 +350,17 @@ fn tile_path(q: &[u16], k: &[u16], v: &[u16], rows: usize, p: &AttentionParams, 
             },
             true,
         );
-        let mut o = vec![0f32; seq * hd];
-        // Tile operands and results on cache-line boundaries (see `Aligned`).
-        let mut scores = Aligned::<f32>::zeroed(0);
-        let mut probs = Aligned::<u16>::zeroed(0);
-        let mut ob = Aligned::<f32>::zeroed(Q_BLOCK * hd);
         for b0 in (i0..i1).step_by(Q_BLOCK) {
             let b1 = (b0 + Q_BLOCK).min(i1);
             let rows = b1 - b0;
             let (_, visible) = key_range(p, b1 - 1);
             let nk = visible - k0;
-            scores.resize(rows * nk);
-            let scores = scores.as_mut_slice();
+            sc.scores.resize(rows * nk);
+            let scores = sc.scores.as_mut_slice();
             kp.gemm_bf16(&q[b0 * q_cols + h * hd..], rows, q_cols, nk, scores);
             // P over all the head's keys; those a causal block cannot see are zero.
-            probs.resize(rows * keys);
-            let probs = probs.as_mut_slice();
+            sc.probs.resize(rows * keys);
+            let probs = sc.probs.as_mut_slice();
             let mut sums = [0f32; Q_BLOCK];
             for (ri, (row, bits)) in scores
                 .chunks_exact_mut(nk)
@@ -355,25 +371,23 @@ fn tile_path(q: &[u16], k: &[u16], v: &[u16], rows: usize, p: &AttentionParams, 
                 sums[ri] = softmax_numerators(row, p.scale, true, Some(&mut bits[..nk])).1;
                 bits[nk..].fill(0);
             }
-            let ob = &mut ob.as_mut_slice()[..rows * hd];
+            let ob = &mut sc.ob.as_mut_slice()[..rows * hd];
             vp.gemm_bf16(probs, rows, keys, hd, ob);
-            for (ri, row) in ob.chunks_exact(hd).enumerate() {
+            for (ri, row) in ob.chunks_exact_mut(hd).enumerate() {
                 let inv = 1.0 / sums[ri];
-                let dst = &mut o[(b0 - i0 + ri) * hd..(b0 - i0 + ri + 1) * hd];
-                for (d, &x) in dst.iter_mut().zip(row) {
-                    *d = round_bf16(x * inv);
-                }
+                row.iter_mut().for_each(|x| *x *= inv);
+                // SAFETY: row b0 + ri, columns of head h: this task's own part of `out`
+                // (tasks are distinct (sequence, head) pairs), inside it by the assert above.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        out_ptr.get().add((b0 + ri) * q_cols + h * hd),
+                        hd,
+                    )
+                };
+                super::act::narrow_into(row, dst);
             }
         }
-        (s, h, o)
     });
-    for (s, h, o) in results {
-        for ri in 0..seq {
-            let i = s * seq + ri;
-            out[i * q_cols + h * hd..i * q_cols + (h + 1) * hd]
-                .copy_from_slice(&o[ri * hd..(ri + 1) * hd]);
-        }
-    }
 }
 
 /// Cached key or value elements the split-key path reads directly.
@@ -902,8 +916,9 @@ mod tests {
             let q = bf16_bits(rows * heads * hd, &mut seed, 2.0);
             let k = bf16_bits(rows * kv_heads * hd, &mut seed, 2.0);
             let v = bf16_bits(rows * kv_heads * hd, &mut seed, 1.0);
-            let mut tiles = vec![0f32; rows * heads * hd];
-            tile_path(&q, &k, &v, rows, &p, &mut tiles);
+            let mut bits = vec![0u16; rows * heads * hd];
+            tile_path(&q, &k, &v, rows, &p, &mut bits);
+            let tiles = widen(&bits);
             let mut blocked = vec![0f32; rows * heads * hd];
             let qf = widen(&q);
             let qv = Kv {

@@ -20,8 +20,56 @@ fn r16(v: f32, round: bool) -> f32 {
     }
 }
 
-/// LayerNorm of one row: statistics in f64 for accuracy, affine in f32, one rounding.
-pub fn layer_norm_row<E: Elem>(
+/// Rows interleaved by the norms: their f64 sums are independent chains of adds, so running
+/// several rows side by side hides the add latency while each row keeps its own summation order.
+const NORM_ROWS: usize = 8;
+
+/// `f(row group)` over `x`'s rows of `n` values, `NORM_ROWS` at a time and then one at a time.
+#[inline(always)]
+fn norm_groups<E: Elem>(
+    x: &[E],
+    out: &mut [E],
+    n: usize,
+    mut wide: impl FnMut(&[E], &mut [E]),
+    mut one: impl FnMut(&[E], &mut [E]),
+) {
+    debug_assert_eq!(x.len(), out.len());
+    if n == 0 {
+        return;
+    }
+    let mut xs = x.chunks_exact(NORM_ROWS * n);
+    let mut os = out.chunks_exact_mut(NORM_ROWS * n);
+    for (xg, og) in (&mut xs).zip(&mut os) {
+        wide(xg, og);
+    }
+    for (xr, or) in xs
+        .remainder()
+        .chunks_exact(n)
+        .zip(os.into_remainder().chunks_exact_mut(n))
+    {
+        one(xr, or);
+    }
+}
+
+/// Sums over the rows of `x` (`R` rows of `n` values), each row's in order from its first value:
+/// `sum(f(row, i))` per row.
+#[inline(always)]
+// `i` indexes every row: the rows advance together, one value each per step.
+#[allow(clippy::needless_range_loop)]
+fn row_sums<E: Elem, const R: usize>(x: &[E], n: usize, f: impl Fn(usize, f32) -> f64) -> [f64; R] {
+    let rows: [&[E]; R] = std::array::from_fn(|r| &x[r * n..(r + 1) * n]);
+    let mut s = [0f64; R];
+    for i in 0..n {
+        for r in 0..R {
+            s[r] += f(r, rows[r][i].get());
+        }
+    }
+    s
+}
+
+/// LayerNorm of whole rows of `w.len()` values: statistics in f64 for accuracy (each row summed
+/// in order), affine in f32, one rounding.
+pub fn layer_norm_rows<E: Elem>(
     x: &[E],
     w: &[f32],
     b: &[f32],
@@ -29,31 +77,56 @@ pub fn layer_norm_row<E: Elem>(
     round: ActDtype,
     out: &mut [E],
 ) {
-    let n = x.len() as f64;
-    let mean = x.iter().map(|&v| v.get() as f64).sum::<f64>() / n;
-    let var = x
-        .iter()
-        .map(|&v| (v.get() as f64 - mean).powi(2))
-        .sum::<f64>()
-        / n;
-    let rstd = (1.0 / (var + eps as f64).sqrt()) as f32;
-    let mean = mean as f32;
-    for i in 0..x.len() {
-        out[i] = E::put((x[i].get() - mean) * rstd * w[i] + b[i], round);
+    fn rows<E: Elem, const R: usize>(
+        x: &[E],
+        w: &[f32],
+        b: &[f32],
+        eps: f32,
+        round: ActDtype,
+        out: &mut [E],
+    ) {
+        let n = w.len();
+        let mean = row_sums::<E, R>(x, n, |_, v| v as f64).map(|s| s / n as f64);
+        let var = row_sums::<E, R>(x, n, |r, v| (v as f64 - mean[r]).powi(2)).map(|s| s / n as f64);
+        for r in 0..R {
+            let rstd = (1.0 / (var[r] + eps as f64).sqrt()) as f32;
+            let mean = mean[r] as f32;
+            let (x, out) = (&x[r * n..(r + 1) * n], &mut out[r * n..(r + 1) * n]);
+            for i in 0..n {
+                out[i] = E::put((x[i].get() - mean) * rstd * w[i] + b[i], round);
+            }
+        }
     }
+    norm_groups(
+        x,
+        out,
+        w.len(),
+        |x, o| rows::<E, NORM_ROWS>(x, w, b, eps, round, o),
+        |x, o| rows::<E, 1>(x, w, b, eps, round, o),
+    );
 }
 
-/// RMSNorm of one row: normalised in f32, rounded, then multiplied by the weight (and rounded).
-pub fn rms_norm_row<E: Elem>(x: &[E], w: &[f32], eps: f32, round: ActDtype, out: &mut [E]) {
-    let ms = x
-        .iter()
-        .map(|&v| v.get() as f64 * v.get() as f64)
-        .sum::<f64>()
-        / x.len() as f64;
-    let scale = 1.0 / (ms as f32 + eps).sqrt();
-    for i in 0..x.len() {
-        out[i] = E::put(w[i] * r(x[i].get() * scale, round), round);
+/// RMSNorm of whole rows of `w.len()` values: normalised in f32, rounded, then multiplied by the
+/// weight (and rounded).
+pub fn rms_norm_rows<E: Elem>(x: &[E], w: &[f32], eps: f32, round: ActDtype, out: &mut [E]) {
+    fn rows<E: Elem, const R: usize>(x: &[E], w: &[f32], eps: f32, round: ActDtype, out: &mut [E]) {
+        let n = w.len();
+        let ms = row_sums::<E, R>(x, n, |_, v| v as f64 * v as f64).map(|s| s / n as f64);
+        for r in 0..R {
+            let scale = 1.0 / (ms[r] as f32 + eps).sqrt();
+            let (x, out) = (&x[r * n..(r + 1) * n], &mut out[r * n..(r + 1) * n]);
+            for i in 0..n {
+                out[i] = E::put(w[i] * self::r(x[i].get() * scale, round), round);
+            }
+        }
     }
+    norm_groups(
+        x,
+        out,
+        w.len(),
+        |x, o| rows::<E, NORM_ROWS>(x, w, eps, round, o),
+        |x, o| rows::<E, 1>(x, w, eps, round, o),
+    );
 }
 
 /// `x += y`, rounded.
@@ -61,6 +134,18 @@ pub fn add_assign<E: Elem>(x: &mut [E], y: &[E], round: ActDtype) {
     for (a, &b) in x.iter_mut().zip(y) {
         *a = E::put(a.get() + b.get(), round);
     }
+}
+
+/// `x += y` on bf16 bit patterns, rounded to bf16: [`add_assign`] on 16 lanes at a time where the
+/// CPU has AVX-512.
+pub fn add_assign_bf16(x: &mut [u16], y: &[u16]) {
+    assert_eq!(x.len(), y.len(), "add_assign_bf16: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if super::matmul::has_avx512() && is_x86_feature_detected!("avx512vl") {
+        // SAFETY: the CPU has AVX-512F, BW and VL; the lengths agree.
+        return unsafe { simd::add_assign_bf16(x, y) };
+    }
+    add_assign(x, y, ActDtype::Bf16)
 }
 
 /// sqrt(2/π).
@@ -194,7 +279,7 @@ mod tests {
     #[test]
     fn norms_match_hand_computation() {
         let mut out = [0f32; 4];
-        rms_norm_row(
+        rms_norm_rows(
             &[1.0, -1.0, 1.0, -1.0],
             &[2.0, 2.0, 2.0, 2.0],
             0.0,
@@ -202,7 +287,7 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, [2.0, -2.0, 2.0, -2.0]);
-        layer_norm_row(
+        layer_norm_rows(
             &[1.0, 3.0],
             &[1.0, 1.0],
             &[0.5, 0.0],
@@ -211,6 +296,61 @@ mod tests {
             &mut out[..2],
         );
         assert_eq!(&out[..2], &[-0.5, 1.0]);
+    }
+
+    #[test]
+    fn bf16_add_gives_the_bits_of_the_generic_add() {
+        // Every length up to a few vectors (masked tails), bit patterns from all over the range:
+        // normals, subnormals, infinities and NaNs.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..50 {
+            let mut bits = || {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 48) as u16
+            };
+            let x: Vec<u16> = (0..len).map(|_| bits()).collect();
+            let y: Vec<u16> = (0..len).map(|_| bits()).collect();
+            let (mut fast, mut slow) = (x.clone(), x);
+            add_assign_bf16(&mut fast, &y);
+            add_assign(&mut slow, &y, ActDtype::Bf16);
+            assert_eq!(fast, slow, "length {len}");
+        }
+    }
+
+    #[test]
+    fn interleaved_norm_rows_give_the_bits_of_single_rows() {
+        // 11 rows: one group of NORM_ROWS and three single rows; values spread over many binades so
+        // that the f64 sums round and their order shows.
+        let (rows, n) = (11, 37);
+        let x: Vec<f32> = (0..rows * n)
+            .map(|i| {
+                let t = (i as f32 * 0.618_034).fract() - 0.5;
+                round_bf16(t * 2f32.powi((i % 23) as i32 - 11))
+            })
+            .collect();
+        let w: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 / n as f32).collect();
+        let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.01 - 0.1).collect();
+        for act in [ActDtype::F32, ActDtype::Bf16] {
+            let (mut all, mut one) = (vec![0f32; rows * n], vec![0f32; rows * n]);
+            layer_norm_rows(&x, &w, &b, 1e-6, act, &mut all);
+            for (xr, o) in x.chunks(n).zip(one.chunks_mut(n)) {
+                layer_norm_rows(xr, &w, &b, 1e-6, act, o);
+            }
+            assert_eq!(
+                all.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                one.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+            rms_norm_rows(&x, &w, 1e-6, act, &mut all);
+            for (xr, o) in x.chunks(n).zip(one.chunks_mut(n)) {
+                rms_norm_rows(xr, &w, 1e-6, act, o);
+            }
+            assert_eq!(
+                all.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                one.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -416,6 +556,28 @@ pub mod simd {
             let v = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)));
             let g = round_bf16_ps(gelu_ps(v));
             let n = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(_mm512_castps_si512(g)));
+            _mm256_mask_storeu_epi16(p as *mut i16, m, n);
+        }
+    }
+
+    /// [`super::add_assign`] on bf16 bit patterns: each pair of vectors widened, added, rounded and
+    /// narrowed. `x` and `y` have the same length.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn add_assign_bf16(x: &mut [u16], y: &[u16]) {
+        for c in (0..x.len()).step_by(16) {
+            let live = (x.len() - c).min(16);
+            let m: __mmask16 = if live == 16 {
+                0xffff
+            } else {
+                (1u16 << live) - 1
+            };
+            let (p, q) = (x.as_mut_ptr().add(c), y.as_ptr().add(c));
+            let widen =
+                |h: __m256i| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)));
+            let a = widen(_mm256_maskz_loadu_epi16(m, p as *const i16));
+            let b = widen(_mm256_maskz_loadu_epi16(m, q as *const i16));
+            let s = round_bf16_ps(_mm512_add_ps(a, b));
+            let n = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(_mm512_castps_si512(s)));
             _mm256_mask_storeu_epi16(p as *mut i16, m, n);
         }
     }

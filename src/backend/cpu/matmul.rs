@@ -768,7 +768,8 @@ impl Epilogue<'_> {
     }
 }
 
-struct SendPtr<T>(*mut T);
+/// A pointer into one output buffer whose disjoint parts the pool's tasks write.
+pub(super) struct SendPtr<T>(pub(super) *mut T);
 // SAFETY: used only to let tasks write disjoint parts of one output buffer.
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
@@ -782,7 +783,7 @@ impl<T> Copy for SendPtr<T> {}
 
 impl<T> SendPtr<T> {
     /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
-    fn get(self) -> *mut T {
+    pub(super) fn get(self) -> *mut T {
         self.0
     }
 }

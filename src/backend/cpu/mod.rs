@@ -272,8 +272,6 @@ impl CpuBackend {
         }
     }
 
-    /// Rows `f(row of x, output row)` of `cols` elements each; parallel over rows unless there are
-    /// only a few.
     /// `f(x_rows, y_rows)` over matching pieces of whole rows of `x` and `y`, spread over the pool
     /// when there are many rows (elementwise ops: the result does not depend on the split).
     fn zip_rows<E: Elem>(
@@ -293,25 +291,21 @@ impl CpuBackend {
         });
     }
 
+    /// `f(x_rows, out_rows)` over matching runs of whole rows of `x` and of a new output of the same
+    /// size, spread over the pool when there are many rows (row-wise ops: the result does not depend
+    /// on the split).
     fn map_rows<E: Elem>(&self, x: &[E], cols: usize, f: impl Fn(&[E], &mut [E]) + Sync) -> Vec<E> {
         let mut out = vec![E::default(); x.len()];
         if cols == 0 || x.len() <= SEQUENTIAL_ROWS * cols {
-            out.chunks_mut(cols.max(1))
-                .zip(x.chunks(cols.max(1)))
-                .for_each(|(o, r)| f(r, o));
+            f(x, &mut out);
         } else {
-            let per_task = ROWS_PER_TASK;
+            let chunk = cols * ROWS_PER_TASK;
             self.pool.install(|| {
                 pool::chunks_mut(
                     &mut out,
-                    cols * per_task,
+                    chunk,
                     || (),
-                    |_, t, o| {
-                        let src = &x[t * per_task * cols..][..o.len()];
-                        o.chunks_mut(cols)
-                            .zip(src.chunks(cols))
-                            .for_each(|(o, r)| f(r, o));
-                    },
+                    |_, t, o| f(&x[t * chunk..][..o.len()], o),
                 )
             });
         }
@@ -328,6 +322,17 @@ impl CpuBackend {
             ActData::F32(data)
         };
         CpuTensor { data, rows, cols }
+    }
+
+    /// The result of [`attention::attention`] as a tensor of this backend's storage.
+    fn attention_output(&self, out: ActData, rows: usize, cols: usize) -> CpuTensor {
+        match out {
+            ActData::F32(mut d) => {
+                self.round_f16_output(&mut d);
+                self.tensor(d, rows, cols)
+            }
+            bits => self.stored(bits, rows, cols),
+        }
     }
 
     /// A tensor of elements already in this backend's storage.
@@ -629,7 +634,7 @@ impl Backend for CpuBackend {
         })?;
         let (act, x) = (self.act, self.own(x));
         let data = same_storage!(&x.data, d => self.map_rows(d, x.cols, |r, o| {
-            elementwise::layer_norm_row(r, &w, &b, eps, act, o)
+            elementwise::layer_norm_rows(r, &w, &b, eps, act, o)
         }));
         Ok(self.stored(data, x.rows, x.cols))
     }
@@ -641,7 +646,7 @@ impl Backend for CpuBackend {
         })?;
         let (act, x) = (self.act, self.own(x));
         let data = same_storage!(&x.data, d => self.map_rows(d, x.cols, |r, o| {
-            elementwise::rms_norm_row(r, &w, eps, act, o)
+            elementwise::rms_norm_rows(r, &w, eps, act, o)
         }));
         Ok(self.stored(data, x.rows, x.cols))
     }
@@ -652,9 +657,14 @@ impl Backend for CpuBackend {
         })?;
         self.adopt(x);
         let (act, cols) = (self.act, x.cols);
-        pair_storage!(&mut x.data, &y.data, a, b => self.zip_rows(a, b, cols, |a, b| {
-            elementwise::add_assign(a, b, act)
-        }));
+        match (&mut x.data, &y.data) {
+            (ActData::Bf16(a), ActData::Bf16(b)) => {
+                self.zip_rows(a, b, cols, elementwise::add_assign_bf16)
+            }
+            (x, y) => pair_storage!(x, y, a, b => self.zip_rows(a, b, cols, |a, b| {
+                elementwise::add_assign(a, b, act)
+            })),
+        }
         Ok(())
     }
 
@@ -757,11 +767,10 @@ impl Backend for CpuBackend {
         let (k, v) = (attention::Kv::of(&k), attention::Kv::of(&v));
         check_attention("attention", &q, &k, &v, p)?;
         let qv = attention::Kv::of(&q);
-        let mut out = self
+        let out = self
             .pool
             .install(|| attention::attention(qv, k, v, p, self.bf16()));
-        self.round_f16_output(&mut out);
-        Ok(self.tensor(out, q.rows, p.heads * p.head_dim))
+        Ok(self.attention_output(out, q.rows, p.heads * p.head_dim))
     }
 
     fn cached_attention(
@@ -775,11 +784,10 @@ impl Backend for CpuBackend {
         let (k, v) = (k.view(), v.view());
         check_attention("cached_attention", &q, &k, &v, p)?;
         let qv = attention::Kv::of(&q);
-        let mut out = self
+        let out = self
             .pool
             .install(|| attention::attention(qv, k, v, p, self.bf16()));
-        self.round_f16_output(&mut out);
-        Ok(self.tensor(out, q.rows, p.heads * p.head_dim))
+        Ok(self.attention_output(out, q.rows, p.heads * p.head_dim))
     }
 
     fn patchify(
