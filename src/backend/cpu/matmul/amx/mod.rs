@@ -284,6 +284,12 @@ impl TileB {
                     col_stride: 1,
                     ..
                 } => {
+                    #[cfg(target_arch = "x86_64")]
+                    if nr == NP && fuses_epilogue() {
+                        // SAFETY: AVX-512F checked just now; the 32 rows of this panel lie in
+                        // `data` (they are rows of the view).
+                        return unsafe { gather_pairs(data, p * NP, row_stride, k, dst) };
+                    }
                     for j in 0..nr {
                         let r = &data[(p * NP + j) * row_stride..][..k];
                         let col = dst[j..].iter_mut().step_by(NP);
@@ -350,6 +356,40 @@ impl TileB {
     /// Bytes of the packed copy.
     pub fn bytes(&self) -> usize {
         self.data.as_slice().len() * 4
+    }
+}
+
+/// The panel of rows `r0..r0 + 32` of bf16 rows `data` (row stride `ld`, `k` values each): pair
+/// `c2` of row `r0 + j` to `dst[c2·32 + j]`, sixteen rows per gather.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_pairs(data: &[u16], r0: usize, ld: usize, k: usize, dst: &mut [u32]) {
+    use std::arch::x86_64::*;
+    assert!((r0 + NP - 1) * ld + k <= data.len() && dst.len() >= k.div_ceil(2) * NP);
+    assert!(
+        ld * (NP - 1) + k <= i32::MAX as usize,
+        "amx: rows too far apart to gather"
+    );
+    // Element offsets (u16 units, scale 2) of sixteen consecutive rows.
+    let lanes = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(ld as i32),
+    );
+    let half = _mm512_set1_epi32((16 * ld) as i32);
+    let base = data.as_ptr().add(r0 * ld);
+    for c2 in 0..k / 2 {
+        let p = base.add(2 * c2) as *const i32;
+        let lo = _mm512_i32gather_epi32::<2>(lanes, p);
+        let hi = _mm512_i32gather_epi32::<2>(_mm512_add_epi32(lanes, half), p);
+        let d = dst.as_mut_ptr().add(c2 * NP) as *mut __m512i;
+        _mm512_storeu_si512(d, lo);
+        _mm512_storeu_si512(d.add(1), hi);
+    }
+    if k % 2 == 1 {
+        // The last value alone, its pair's high half zero.
+        for j in 0..NP {
+            dst[k / 2 * NP + j] = data[(r0 + j) * ld + k - 1] as u32;
+        }
     }
 }
 
@@ -584,5 +624,50 @@ pub fn peak_flops(steps: usize) -> Option<f64> {
     {
         let _ = steps;
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_rows_pack_like_their_f32_values() {
+        // Whole and partial panels, even and odd depths, rows further apart than they are long:
+        // the bf16 row path (gathers where AVX-512 runs) against the generic f32 path.
+        for (rows, k, stride) in [(64, 64, 96), (37, 33, 40), (32, 1, 3), (70, 7, 7)] {
+            let bits: Vec<u16> = (0..rows * stride)
+                .map(|i| ((i as u32 * 2654435761) >> 17) as u16 & 0x7f7f)
+                .collect();
+            let vals: Vec<f32> = bits
+                .iter()
+                .map(|&b| f32::from_bits((b as u32) << 16))
+                .collect();
+            let a = TileB::new(
+                BMat::Bf16View {
+                    data: &bits,
+                    rows,
+                    cols: k,
+                    row_stride: stride,
+                    col_stride: 1,
+                },
+                false,
+            );
+            let b = TileB::new(
+                BMat::View {
+                    data: &vals,
+                    rows,
+                    cols: k,
+                    row_stride: stride,
+                    col_stride: 1,
+                },
+                false,
+            );
+            assert_eq!(
+                a.data.as_slice(),
+                b.data.as_slice(),
+                "{rows}×{k}, stride {stride}"
+            );
+        }
     }
 }
