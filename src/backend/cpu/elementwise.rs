@@ -92,8 +92,8 @@ pub fn layer_norm_rows<E: Elem>(
             let rstd = (1.0 / (var[r] + eps as f64).sqrt()) as f32;
             let mean = mean[r] as f32;
             let (x, out) = (&x[r * n..(r + 1) * n], &mut out[r * n..(r + 1) * n]);
-            for i in 0..n {
-                out[i] = E::put((x[i].get() - mean) * rstd * w[i] + b[i], round);
+            for (((o, &x), &w), &b) in out.iter_mut().zip(x).zip(w).zip(b) {
+                *o = E::put((x.get() - mean) * rstd * w + b, round);
             }
         }
     }
@@ -115,8 +115,8 @@ pub fn rms_norm_rows<E: Elem>(x: &[E], w: &[f32], eps: f32, round: ActDtype, out
         for r in 0..R {
             let scale = 1.0 / (ms[r] as f32 + eps).sqrt();
             let (x, out) = (&x[r * n..(r + 1) * n], &mut out[r * n..(r + 1) * n]);
-            for i in 0..n {
-                out[i] = E::put(w[i] * self::r(x[i].get() * scale, round), round);
+            for ((o, &x), &w) in out.iter_mut().zip(x).zip(w) {
+                *o = E::put(w * self::r(x.get() * scale, round), round);
             }
         }
     }
