@@ -637,7 +637,7 @@ mod tests {
         // the bf16 row path (gathers where AVX-512 runs) against the generic f32 path.
         for (rows, k, stride) in [(64, 64, 96), (37, 33, 40), (32, 1, 3), (70, 7, 7)] {
             let bits: Vec<u16> = (0..rows * stride)
-                .map(|i| ((i as u32 * 2654435761) >> 17) as u16 & 0x7f7f)
+                .map(|i| ((i as u32).wrapping_mul(2654435761) >> 17) as u16 & 0x7f7f)
                 .collect();
             let vals: Vec<f32> = bits
                 .iter()
