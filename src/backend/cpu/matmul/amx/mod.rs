@@ -285,7 +285,7 @@ impl TileB {
                     ..
                 } => {
                     #[cfg(target_arch = "x86_64")]
-                    if nr == NP && fuses_epilogue() {
+                    if nr == NP && super::has_avx512() {
                         // SAFETY: AVX-512F checked just now; the 32 rows of this panel lie in
                         // `data` (they are rows of the view).
                         return unsafe { gather_pairs(data, p * NP, row_stride, k, dst) };
