@@ -98,8 +98,17 @@ pub fn attention(q: Kv, k: Kv, v: Kv, p: &AttentionParams, round: bool) -> ActDa
         k.data,
         v.data,
     ) {
-        let mut out = vec![0u16; q.rows * q_cols];
-        tile_path(qd, kd, vd, q.rows, p, &mut out);
+        let mut out = Vec::with_capacity(q.rows * q_cols);
+        tile_path(
+            qd,
+            kd,
+            vd,
+            q.rows,
+            p,
+            &mut out.spare_capacity_mut()[..q.rows * q_cols],
+        );
+        // SAFETY: `tile_path` wrote every element (its tasks cover every sequence and head).
+        unsafe { out.set_len(q.rows * q_cols) };
         return ActData::Bf16(out);
     }
     let mut out = vec![0f32; q.rows * q_cols];
@@ -297,7 +306,14 @@ fn blocked_path(q: &Kv, k: &[f32], v: &[f32], p: &AttentionParams, round: bool, 
 /// bf16 activations on the tile kernel: queries, keys and values are read as stored (no f32 copy),
 /// and the softmax writes the probabilities as the bf16 tile rows of the P·V product. The same
 /// products, sums and roundings as [`blocked_path`] with `round`, so the same bits.
-fn tile_path(q: &[u16], k: &[u16], v: &[u16], rows: usize, p: &AttentionParams, out: &mut [u16]) {
+fn tile_path(
+    q: &[u16],
+    k: &[u16],
+    v: &[u16],
+    rows: usize,
+    p: &AttentionParams,
+    out: &mut [std::mem::MaybeUninit<u16>],
+) {
     let hd = p.head_dim;
     let (q_cols, kv_cols) = (p.heads * hd, p.kv_heads * hd);
     assert_eq!(out.len(), rows * q_cols, "attention: output size");
@@ -310,7 +326,8 @@ fn tile_path(q: &[u16], k: &[u16], v: &[u16], rows: usize, p: &AttentionParams, 
         .flat_map(|s| (0..p.heads).map(move |h| (s, h)))
         .collect();
     let valid = key_valid(p);
-    let out_ptr = SendPtr(out.as_mut_ptr());
+    // Written, never read, through this pointer: every element once.
+    let out_ptr = SendPtr(out.as_mut_ptr() as *mut u16);
     /// A thread's buffers, kept across its tasks (tile operands and results on cache-line
     /// boundaries, see `Aligned`).
     struct Scratch {
@@ -916,8 +933,17 @@ mod tests {
             let q = bf16_bits(rows * heads * hd, &mut seed, 2.0);
             let k = bf16_bits(rows * kv_heads * hd, &mut seed, 2.0);
             let v = bf16_bits(rows * kv_heads * hd, &mut seed, 1.0);
-            let mut bits = vec![0u16; rows * heads * hd];
+            // A NaN pattern the results never take: `attention` relies on every element being
+            // written.
+            const UNWRITTEN: u16 = 0x7fc1;
+            let mut bits = vec![std::mem::MaybeUninit::new(UNWRITTEN); rows * heads * hd];
             tile_path(&q, &k, &v, rows, &p, &mut bits);
+            // SAFETY: initialised above (and possibly overwritten by `tile_path`).
+            let bits: Vec<u16> = bits.iter().map(|b| unsafe { b.assume_init() }).collect();
+            assert!(
+                !bits.contains(&UNWRITTEN),
+                "{heads} heads of {hd}, {rows} rows: elements left unwritten"
+            );
             let tiles = widen(&bits);
             let mut blocked = vec![0f32; rows * heads * hd];
             let qf = widen(&q);

@@ -295,20 +295,30 @@ impl CpuBackend {
     /// size, spread over the pool when there are many rows (row-wise ops: the result does not depend
     /// on the split).
     fn map_rows<E: Elem>(&self, x: &[E], cols: usize, f: impl Fn(&[E], &mut [E]) + Sync) -> Vec<E> {
-        let mut out = vec![E::default(); x.len()];
+        let mut out = Vec::with_capacity(x.len());
+        // Each piece of the output is set to zero by the task that then writes it (in parallel,
+        // on lines it is about to overwrite), not by one thread up front.
+        let run = |x: &[E], o: &mut [std::mem::MaybeUninit<E>]| {
+            o.fill(std::mem::MaybeUninit::new(E::default()));
+            // SAFETY: every element was initialised just now.
+            f(x, unsafe { &mut *(o as *mut [_] as *mut [E]) })
+        };
+        let spare = &mut out.spare_capacity_mut()[..x.len()];
         if cols == 0 || x.len() <= SEQUENTIAL_ROWS * cols {
-            f(x, &mut out);
+            run(x, spare);
         } else {
             let chunk = cols * ROWS_PER_TASK;
             self.pool.install(|| {
                 pool::chunks_mut(
-                    &mut out,
+                    spare,
                     chunk,
                     || (),
-                    |_, t, o| f(&x[t * chunk..][..o.len()], o),
+                    |_, t, o| run(&x[t * chunk..][..o.len()], o),
                 )
             });
         }
+        // SAFETY: the pieces cover the whole length and each was initialised by `run`.
+        unsafe { out.set_len(x.len()) };
         out
     }
 

@@ -466,7 +466,10 @@ fn run<T: Tiles, O: OutElem>(
         let (p0, p1) = (bp * task_panels, ((bp + 1) * task_panels).min(panels));
         let mut tiles = T::new();
         // The accumulators of one 32-row strip over the task's panels, between depth chunks.
-        let mut c = [[0f32; 32 * NP]; PANELS_PER_TASK];
+        // Not zeroed: the first chunk starts its tiles from zero and stores every element before
+        // anything reads it (a 64 KB memset per task showed in profiles of attention's many
+        // small products).
+        let mut c = [const { MaybeUninit::<[f32; 32 * NP]>::uninit() }; PANELS_PER_TASK];
         // SAFETY: the configuration is the full palette-1 shape; every tile load reads 16 rows that
         // lie inside A's rows (`TileA::tile`), the B panel or `c`; each task writes its own rows
         // and columns of `out`; the caller chose `T::Hw` only where `hw::available()`.
@@ -487,20 +490,22 @@ fn run<T: Tiles, O: OutElem>(
                     for (cq, p) in c.iter_mut().zip(p0..p1) {
                         let bpanel =
                             b.data.as_slice().as_ptr().add(p * (b.kp / 2) * NP) as *const u8;
+                        let (n0, nr) = (p * NP, NP.min(n - p * NP));
+                        let dst = out_ptr.get().add(i * n + n0);
                         // Whole f32 blocks of a plain product go from the tiles to `out`.
-                        let direct = (s1 == steps && plain && rows == 2 * MT && (p + 1) * NP <= n)
-                            .then(|| (out_ptr.get().add(i * n + p * NP) as *mut u8, n * 4));
-                        block(&mut tiles, a0, a1, bpanel, s0..s1, cq, direct);
+                        let whole = plain && rows == 2 * MT && nr == NP;
+                        let direct = (s1 == steps && whole).then(|| (dst as *mut u8, n * 4));
+                        let cp = cq.as_mut_ptr() as *mut f32;
+                        block(&mut tiles, a0, a1, bpanel, s0..s1, cp, direct);
+                        // The other blocks through the epilogue while their tile stores are
+                        // still in L1.
+                        if s1 == steps && !whole {
+                            // The tiles stored 16 or 32 whole rows of the block.
+                            let stored = rows.next_multiple_of(MT) * NP;
+                            let cq = std::slice::from_raw_parts(cp, stored);
+                            epilogue(cq, rows, dst, n, nr, n0, epi, vector);
+                        }
                     }
-                }
-                for (cq, p) in c.iter().zip(p0..p1) {
-                    let n0 = p * NP;
-                    let nr = NP.min(n - n0);
-                    if plain && rows == 2 * MT && nr == NP {
-                        continue;
-                    }
-                    let dst = out_ptr.get().add(i * n + n0);
-                    epilogue(cq, rows, dst, n, nr, n0, epi, vector);
                 }
             }
             tiles.release();
@@ -516,9 +521,9 @@ fn run<T: Tiles, O: OutElem>(
 
 /// One C block: 16 rows (`a0`) or 32 (`a0` and `a1`, each a first row and a row stride in bytes)
 /// × 32 columns, over the tile steps `steps` (of depth 32 each). The accumulators start from zero
-/// at step 0 and from `c` after it (f32 stores and loads are exact, so chunking the depth does not
-/// change the sums), and end in `c`, or in `direct` (a first element and a row stride in bytes)
-/// when given.
+/// at step 0 and from `c` (32 rows of 32, as this function stored them) after it (f32 stores and
+/// loads are exact, so chunking the depth does not change the sums), and end in `c`, or in
+/// `direct` (a first element and a row stride in bytes) when given.
 #[inline(always)]
 unsafe fn block<T: Tiles>(
     t: &mut T,
@@ -526,11 +531,11 @@ unsafe fn block<T: Tiles>(
     a1: Option<(*const u8, usize)>,
     b: *const u8,
     steps: std::ops::Range<usize>,
-    c: &mut [f32; 32 * NP],
+    c: *mut f32,
     direct: Option<(*mut u8, usize)>,
 ) {
     const LDB: usize = NP * 4;
-    let cp = c.as_mut_ptr() as *mut u8;
+    let cp = c as *mut u8;
     let acc = if a1.is_some() { 4 } else { 2 };
     for tile in 0..acc {
         let at = cp.add((tile as usize / 2) * MT * LDB + (tile as usize % 2) * 64);
@@ -567,7 +572,7 @@ unsafe fn block<T: Tiles>(
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn epilogue<O: OutElem>(
-    c: &[f32; 32 * NP],
+    c: &[f32],
     rows: usize,
     dst: *mut O,
     ldc: usize,
