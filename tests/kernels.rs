@@ -398,7 +398,7 @@ fn packed_products_of_strided_bf16_rows_equal_those_of_their_f32_copies() {
             .collect();
         let packed = Packed::new(b, true);
         let (mut got, mut want) = (vec![0f32; m * n], vec![0f32; m * n]);
-        packed.gemm_bf16(&ab, m, ld, n, &mut got);
+        packed.gemm_bf16(&ab, m, ld, n, n, &mut got);
         packed.gemm(&dense, m, n, &mut want);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(&want), "({m},{k},{n}) row stride {ld}");
@@ -406,12 +406,31 @@ fn packed_products_of_strided_bf16_rows_equal_those_of_their_f32_copies() {
         let mut aligned = Aligned::<u16>::zeroed(m * ld);
         aligned.as_mut_slice().copy_from_slice(&ab);
         assert_eq!(aligned.as_slice().as_ptr() as usize % 64, 0);
-        packed.gemm_bf16(aligned.as_slice(), m, ld, n, &mut got);
+        packed.gemm_bf16(aligned.as_slice(), m, ld, n, n, &mut got);
         assert_eq!(
             bits(&got),
             bits(&want),
             "aligned ({m},{k},{n}) row stride {ld}"
         );
+        // Results into rows longer than the product (attention pads its score rows): the same
+        // values, and the gaps between rows untouched.
+        let ldc = n + 19;
+        const GAP: f32 = -7.25;
+        let mut wide = vec![GAP; (m - 1) * ldc + n];
+        packed.gemm_bf16(aligned.as_slice(), m, ld, n, ldc, &mut wide);
+        for i in 0..m {
+            assert_eq!(
+                bits(&wide[i * ldc..i * ldc + n]),
+                bits(&want[i * n..(i + 1) * n]),
+                "({m},{k},{n}) output row stride {ldc}, row {i}"
+            );
+            if i + 1 < m {
+                assert!(
+                    wide[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == GAP),
+                    "({m},{k},{n}) output row stride {ldc}: row {i}'s gap written"
+                );
+            }
+        }
         let r = reference(&dense, m, k, &bvals, n);
         for (g, r) in got.iter().zip(&r) {
             assert!(

@@ -372,24 +372,28 @@ fn tile_path(
             let rows = b1 - b0;
             let (_, visible) = key_range(p, b1 - 1);
             let nk = visible - k0;
-            sc.scores.resize(rows * nk);
+            // Rows one cache line longer than a multiple of 64 bytes: rows of 4 KB (1024 keys in
+            // f32) or 2 KB (in bf16) would put a tile's 16 rows into one or two L1 sets.
+            let (lds, ldp) = (nk.next_multiple_of(16) + 16, keys.next_multiple_of(32) + 32);
+            sc.scores.resize(rows * lds);
             let scores = sc.scores.as_mut_slice();
-            kp.gemm_bf16(&q[b0 * q_cols + h * hd..], rows, q_cols, nk, scores);
+            kp.gemm_bf16(&q[b0 * q_cols + h * hd..], rows, q_cols, nk, lds, scores);
             // P over all the head's keys; those a causal block cannot see are zero.
-            sc.probs.resize(rows * keys);
+            sc.probs.resize(rows * ldp);
             let probs = sc.probs.as_mut_slice();
             let mut sums = [0f32; Q_BLOCK];
             for (ri, (row, bits)) in scores
-                .chunks_exact_mut(nk)
-                .zip(probs.chunks_exact_mut(keys))
+                .chunks_exact_mut(lds)
+                .zip(probs.chunks_exact_mut(ldp))
                 .enumerate()
             {
+                let (row, bits) = (&mut row[..nk], &mut bits[..keys]);
                 mask_row(row, p, b0 + ri, k0, valid);
                 sums[ri] = softmax_numerators(row, p.scale, true, Some(&mut bits[..nk])).1;
                 bits[nk..].fill(0);
             }
             let ob = &mut sc.ob.as_mut_slice()[..rows * hd];
-            vp.gemm_bf16(probs, rows, keys, hd, ob);
+            vp.gemm_bf16(probs, rows, ldp, hd, hd, ob);
             for (ri, row) in ob.chunks_exact_mut(hd).enumerate() {
                 let inv = 1.0 / sums[ri];
                 row.iter_mut().for_each(|x| *x *= inv);

@@ -457,17 +457,26 @@ pub mod simd {
         let n = s.len();
         debug_assert!(bits.as_ref().is_none_or(|b| b.len() == n && round));
         let full = n / 16 * 16;
-        let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
         let sv = _mm512_set1_ps(scale);
-        // The scaled scores are recomputed in the second pass (the same products) instead of
-        // being stored here.
-        for c in (0..full).step_by(16) {
-            m = _mm512_max_ps(m, _mm512_mul_ps(_mm512_loadu_ps(s.as_ptr().add(c)), sv));
+        // The max of the scaled row is the scaled max of the row: rounding x·scale (scale > 0) is
+        // monotone, so the largest product is the largest score's, to the bit. Four running maxima
+        // (max is exact in any order) keep the pass from waiting on one chain.
+        let mut m = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
+        let quads = n / 64 * 64;
+        for c in (0..quads).step_by(64) {
+            for (j, mj) in m.iter_mut().enumerate() {
+                *mj = _mm512_max_ps(*mj, _mm512_loadu_ps(s.as_ptr().add(c + 16 * j)));
+            }
         }
-        let mut max = _mm512_reduce_max_ps(m);
-        for v in &s[full..] {
-            max = max.max(*v * scale);
+        for c in (quads..full).step_by(16) {
+            m[0] = _mm512_max_ps(m[0], _mm512_loadu_ps(s.as_ptr().add(c)));
         }
+        let m = _mm512_max_ps(_mm512_max_ps(m[0], m[1]), _mm512_max_ps(m[2], m[3]));
+        let mut raw = _mm512_reduce_max_ps(m);
+        for &v in &s[full..] {
+            raw = raw.max(v);
+        }
+        let max = raw * scale;
         if max == f32::NEG_INFINITY {
             match bits {
                 Some(b) => b.fill(0),
@@ -476,6 +485,12 @@ pub mod simd {
             return (max, 0.0);
         }
         let mv = _mm512_set1_ps(max);
+        if let Some(b) = bits.as_deref_mut() {
+            if std::arch::is_x86_feature_detected!("avx512bf16") {
+                let total = numerator_bits(&s[..full], sv, mv, &mut b[..full]);
+                return (max, tail_numerators(s, b, full, scale, max, total));
+            }
+        }
         let mut sum = _mm512_setzero_ps();
         let rnd = _mm512_set1_epi32(0x7fff);
         let keep = _mm512_set1_epi32(0xffff_0000u32 as i32);
@@ -503,20 +518,59 @@ pub mod simd {
             }
         }
         let mut total = _mm512_reduce_add_ps(sum);
-        for c in full..n {
-            let e = (s[c] * scale - max).exp();
-            total += e;
-            let out = if round {
-                crate::numeric::round_bf16(e)
-            } else {
-                e
-            };
-            match bits.as_deref_mut() {
-                Some(b) => b[c] = (out.to_bits() >> 16) as u16,
-                None => s[c] = out,
+        match bits {
+            Some(b) => total = tail_numerators(s, b, full, scale, max, total),
+            None => {
+                for v in &mut s[full..] {
+                    let e = (*v * scale - max).exp();
+                    total += e;
+                    *v = if round {
+                        crate::numeric::round_bf16(e)
+                    } else {
+                        e
+                    };
+                }
             }
         }
         (max, total)
+    }
+
+    /// The bf16 numerators of `s[full..]` into `b[full..]`, their sum added to `total` in order.
+    fn tail_numerators(
+        s: &[f32],
+        b: &mut [u16],
+        full: usize,
+        scale: f32,
+        max: f32,
+        total: f32,
+    ) -> f32 {
+        let mut total = total;
+        for (d, &v) in b[full..].iter_mut().zip(&s[full..]) {
+            let e = (v * scale - max).exp();
+            total += e;
+            *d = (crate::numeric::round_bf16(e).to_bits() >> 16) as u16;
+        }
+        total
+    }
+
+    /// The numerators of `s` (a multiple of 16 long) as bf16 bits, rounded by VCVTNEPS2BF16 (to
+    /// nearest even, like the rounding above, except that it reads f32 denormals as zero: the
+    /// numerators below 2⁻¹²⁶ become 0 instead of a bf16 denormal, which the tile products that
+    /// read these rows treat as zero anyway); returns the sum of the unrounded numerators, in the
+    /// same order as the generic loop.
+    #[target_feature(enable = "avx512f,avx512bf16,fma")]
+    unsafe fn numerator_bits(s: &[f32], sv: __m512, mv: __m512, b: &mut [u16]) -> f32 {
+        let mut sum = _mm512_setzero_ps();
+        for c in (0..s.len()).step_by(16) {
+            let v = _mm512_mul_ps(_mm512_loadu_ps(s.as_ptr().add(c)), sv);
+            let e = exp_ps(_mm512_sub_ps(v, mv));
+            sum = _mm512_add_ps(sum, e);
+            _mm256_storeu_si256(
+                b.as_mut_ptr().add(c) as *mut __m256i,
+                std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(e)),
+            );
+        }
+        _mm512_reduce_add_ps(sum)
     }
 
     /// GELU (tanh approximation) in place; tanh(u) = sign(u)·(1 − e)/(1 + e) with e = e^(−2|u|).

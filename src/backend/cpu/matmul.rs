@@ -419,6 +419,7 @@ pub fn matmul_bf16(
                 &ta,
                 w.tile_b(),
                 w.rows,
+                w.rows,
                 &epi,
                 &mut out.spare_capacity_mut()[..len],
                 true,
@@ -514,6 +515,7 @@ pub fn matmul_multi(
                 isa == Isa::Amx,
                 &ta,
                 w.tile_b(),
+                w.rows,
                 w.rows,
                 &epi,
                 uninit(out),
@@ -620,10 +622,12 @@ fn gemm_epi(
         let e = if fused { epi } else { &unfused };
         let ta = amx::TileA::new(a, m, k, true);
         match b {
-            BMat::Weight(w) => amx::gemm(isa == Isa::Amx, &ta, w.tile_b(), n, e, uninit(out), true),
+            BMat::Weight(w) => {
+                amx::gemm(isa == Isa::Amx, &ta, w.tile_b(), n, n, e, uninit(out), true)
+            }
             view => {
                 let tb = amx::TileB::new(view, true);
-                amx::gemm(isa == Isa::Amx, &ta, &tb, n, e, uninit(out), true)
+                amx::gemm(isa == Isa::Amx, &ta, &tb, n, n, e, uninit(out), true)
             }
         }
         if epi.gelu && !fused {
@@ -699,7 +703,7 @@ impl<'a> Packed<'a> {
         };
         if let Some((t, hw)) = &self.tiles {
             let ta = amx::TileA::new(AMat::F32(a), m, self.b.cols(), false);
-            return amx::gemm(*hw, &ta, t, n, &epi, uninit(out), false);
+            return amx::gemm(*hw, &ta, t, n, n, &epi, uninit(out), false);
         }
         #[cfg(target_arch = "x86_64")]
         if let Some(p) = &self.avx {
@@ -716,9 +720,11 @@ impl<'a> Packed<'a> {
         );
     }
 
-    /// [`Packed::gemm`] of bf16 rows: row `i` of A is `a[i·ld .. i·ld + k]`. The tile kernel reads
-    /// them in place (K a multiple of 32); the other kernels take them widened to f32.
-    pub fn gemm_bf16(&self, a: &[u16], m: usize, ld: usize, n: usize, out: &mut [f32]) {
+    /// [`Packed::gemm`] of bf16 rows: row `i` of A is `a[i·ld .. i·ld + k]`, row `i` of the result
+    /// `out[i·ldc ..][..n]`. The tile kernel reads them in place (K a multiple of 32); the other
+    /// kernels take them widened to f32.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_bf16(&self, a: &[u16], m: usize, ld: usize, n: usize, ldc: usize, out: &mut [f32]) {
         let k = self.b.cols();
         if let Some((t, hw)) = &self.tiles {
             let epi = Epilogue {
@@ -728,14 +734,21 @@ impl<'a> Packed<'a> {
             };
             if k.is_multiple_of(32) {
                 let ta = amx::TileA::view(a, m, k, ld);
-                return amx::gemm(*hw, &ta, t, n, &epi, uninit(out), false);
+                return amx::gemm(*hw, &ta, t, n, ldc, &epi, uninit(out), false);
             }
         }
         let mut wide = Vec::with_capacity(m * k);
         for i in 0..m {
             wide.extend(a[i * ld..i * ld + k].iter().map(|&b| bf16_to_f32(b)));
         }
-        self.gemm(&wide, m, n, out)
+        if ldc == n {
+            return self.gemm(&wide, m, n, &mut out[..m * n]);
+        }
+        let mut dense = vec![0f32; m * n];
+        self.gemm(&wide, m, n, &mut dense);
+        for (dst, src) in out.chunks_mut(ldc).zip(dense.chunks_exact(n)) {
+            dst[..n].copy_from_slice(src);
+        }
     }
 }
 

@@ -310,6 +310,12 @@ impl TileB {
                     col_stride: s,
                     ..
                 } => {
+                    #[cfg(target_arch = "x86_64")]
+                    if nr == NP && super::has_avx512() {
+                        // SAFETY: AVX-512F checked just now; the `k` storage rows of this panel's
+                        // 32 columns lie in `data` (they are columns of the view).
+                        return unsafe { interleave_rows(data, p * NP, s, k, dst) };
+                    }
                     for c2 in 0..k.div_ceil(2) {
                         let lo = &data[2 * c2 * s + p * NP..][..nr];
                         let dst = &mut dst[c2 * NP..c2 * NP + nr];
@@ -393,21 +399,55 @@ unsafe fn gather_pairs(data: &[u16], r0: usize, ld: usize, k: usize, dst: &mut [
     }
 }
 
-/// `out[m, n] = A·Bᵀ` over the first `n` rows of B, through `epi` (whose GELU the caller may fuse
-/// only when [`fuses_epilogue`]); `hw` picks the instructions over the model. A bf16 `out` needs
-/// `epi.round`. Every element of `out` is written.
+/// The panel of columns `c0..c0 + 32` of the `k` storage rows of `data` (row stride `ld`): storage
+/// rows `2·c2` and `2·c2 + 1` paired (the first in the low half) into `dst[c2·32 ..][..32]`, the
+/// pair of a last odd row zero in its high half.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn interleave_rows(data: &[u16], c0: usize, ld: usize, k: usize, dst: &mut [u32]) {
+    use std::arch::x86_64::*;
+    assert!(k == 0 || (k - 1) * ld + c0 + NP <= data.len());
+    assert!(dst.len() >= k.div_ceil(2) * NP);
+    let row = |r: usize, h: usize| {
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(
+            data.as_ptr().add(r * ld + c0 + 16 * h) as *const __m256i
+        ))
+    };
+    for c2 in 0..k.div_ceil(2) {
+        for h in 0..2 {
+            let lo = row(2 * c2, h);
+            let pair = if 2 * c2 + 1 < k {
+                _mm512_or_si512(lo, _mm512_slli_epi32::<16>(row(2 * c2 + 1, h)))
+            } else {
+                lo
+            };
+            _mm512_storeu_si512(dst.as_mut_ptr().add(c2 * NP + 16 * h) as *mut __m512i, pair);
+        }
+    }
+}
+
+/// `out[m, n] = A·Bᵀ` over the first `n` rows of B (row `i` of `out` at `i·ldc`), through `epi`
+/// (whose GELU the caller may fuse only when [`fuses_epilogue`]); `hw` picks the instructions over
+/// the model. A bf16 `out` needs `epi.round`. Every element of the `m × n` result is written;
+/// those between rows (columns `n..ldc`) are not touched.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn gemm<O: OutElem>(
     hw: bool,
     a: &TileA,
     b: &TileB,
     n: usize,
+    ldc: usize,
     epi: &Epilogue,
     out: &mut [MaybeUninit<O>],
     parallel: bool,
 ) {
     assert!(
-        a.k == b.k && a.kp == b.kp && n <= b.n && out.len() == a.m * n,
+        a.k == b.k && a.kp == b.kp && n <= b.n && n <= ldc,
         "amx: shapes disagree"
+    );
+    assert!(
+        a.m == 0 || out.len() >= (a.m - 1) * ldc + n,
+        "amx: output too small"
     );
     assert!(
         std::mem::size_of::<O>() == 4 || epi.round,
@@ -420,12 +460,12 @@ pub(super) fn gemm<O: OutElem>(
                 hw::available(),
                 "amx: the tile instructions are not usable here"
             );
-            return run::<hw::Hw, O>(a, b, n, epi, out, parallel);
+            return run::<hw::Hw, O>(a, b, n, ldc, epi, out, parallel);
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("amx: no tile instructions on this architecture");
     }
-    run::<Model, O>(a, b, n, epi, out, parallel)
+    run::<Model, O>(a, b, n, ldc, epi, out, parallel)
 }
 
 const CONFIG: TileConfig = TileConfig::full();
@@ -434,6 +474,7 @@ fn run<T: Tiles, O: OutElem>(
     a: &TileA,
     b: &TileB,
     n: usize,
+    ldc: usize,
     epi: &Epilogue,
     out: &mut [MaybeUninit<O>],
     parallel: bool,
@@ -491,10 +532,10 @@ fn run<T: Tiles, O: OutElem>(
                         let bpanel =
                             b.data.as_slice().as_ptr().add(p * (b.kp / 2) * NP) as *const u8;
                         let (n0, nr) = (p * NP, NP.min(n - p * NP));
-                        let dst = out_ptr.get().add(i * n + n0);
+                        let dst = out_ptr.get().add(i * ldc + n0);
                         // Whole f32 blocks of a plain product go from the tiles to `out`.
                         let whole = plain && rows == 2 * MT && nr == NP;
-                        let direct = (s1 == steps && whole).then(|| (dst as *mut u8, n * 4));
+                        let direct = (s1 == steps && whole).then(|| (dst as *mut u8, ldc * 4));
                         let cp = cq.as_mut_ptr() as *mut f32;
                         block(&mut tiles, a0, a1, bpanel, s0..s1, cp, direct);
                         // The other blocks through the epilogue while their tile stores are
@@ -503,7 +544,7 @@ fn run<T: Tiles, O: OutElem>(
                             // The tiles stored 16 or 32 whole rows of the block.
                             let stored = rows.next_multiple_of(MT) * NP;
                             let cq = std::slice::from_raw_parts(cp, stored);
-                            epilogue(cq, rows, dst, n, nr, n0, epi, vector);
+                            epilogue(cq, rows, dst, ldc, nr, n0, epi, vector);
                         }
                     }
                 }
@@ -672,6 +713,46 @@ mod tests {
                 a.data.as_slice(),
                 b.data.as_slice(),
                 "{rows}×{k}, stride {stride}"
+            );
+        }
+    }
+
+    #[test]
+    fn bf16_columns_pack_like_their_f32_values() {
+        // Vᵀ in attention: the rows of B are storage columns. Whole and partial panels, even and
+        // odd depths: the bf16 path (AVX-512 where it runs) against the generic f32 path.
+        for (n, k, stride) in [(64, 64, 96), (37, 33, 40), (32, 1, 32), (70, 7, 75)] {
+            let bits: Vec<u16> = (0..k * stride)
+                .map(|i| ((i as u32).wrapping_mul(2246822519) >> 15) as u16 & 0x7f7f)
+                .collect();
+            let vals: Vec<f32> = bits
+                .iter()
+                .map(|&b| f32::from_bits((b as u32) << 16))
+                .collect();
+            let a = TileB::new(
+                BMat::Bf16View {
+                    data: &bits,
+                    rows: n,
+                    cols: k,
+                    row_stride: 1,
+                    col_stride: stride,
+                },
+                false,
+            );
+            let b = TileB::new(
+                BMat::View {
+                    data: &vals,
+                    rows: n,
+                    cols: k,
+                    row_stride: 1,
+                    col_stride: stride,
+                },
+                false,
+            );
+            assert_eq!(
+                a.data.as_slice(),
+                b.data.as_slice(),
+                "{n}×{k}, stride {stride}"
             );
         }
     }
