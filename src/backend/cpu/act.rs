@@ -53,6 +53,15 @@ pub trait Elem: Copy + Default + Send + Sync + 'static {
     fn get(self) -> f32;
     /// `v` rounded to `act` and stored; a 16-bit element holds bf16, the only mode that uses it.
     fn put(v: f32, act: ActDtype) -> Self;
+    /// The elements as bf16 bit patterns, when that is what they are (for kernels written for
+    /// bf16 storage only).
+    fn as_bf16(_x: &[Self]) -> Option<&[u16]> {
+        None
+    }
+    /// [`Elem::as_bf16`], to write.
+    fn as_bf16_mut(_x: &mut [Self]) -> Option<&mut [u16]> {
+        None
+    }
 }
 
 impl Elem for f32 {
@@ -74,6 +83,12 @@ impl Elem for u16 {
     #[inline(always)]
     fn put(v: f32, _: ActDtype) -> u16 {
         bf16_bits(v)
+    }
+    fn as_bf16(x: &[u16]) -> Option<&[u16]> {
+        Some(x)
+    }
+    fn as_bf16_mut(x: &mut [u16]) -> Option<&mut [u16]> {
+        Some(x)
     }
 }
 

@@ -97,6 +97,19 @@ pub fn layer_norm_rows<E: Elem>(
             }
         }
     }
+    let (mut x, mut out) = (x, out);
+    #[cfg(target_arch = "x86_64")]
+    if super::matmul::has_avx512() && !w.is_empty() {
+        if let (Some(xb), Some(ob)) = (E::as_bf16(x), E::as_bf16_mut(out)) {
+            let wide = x.len() / w.len() / simd::NORM_LANES * simd::NORM_LANES * w.len();
+            let groups = xb[..wide].chunks_exact(simd::NORM_LANES * w.len());
+            for (xg, og) in groups.zip(ob.chunks_exact_mut(simd::NORM_LANES * w.len())) {
+                // SAFETY: the CPU has AVX-512F and BW; whole groups of rows.
+                unsafe { simd::layer_norm_bf16(xg, w, b, eps, og) };
+            }
+            (x, out) = (&x[wide..], &mut out[wide..]);
+        }
+    }
     norm_groups(
         x,
         out,
@@ -118,6 +131,19 @@ pub fn rms_norm_rows<E: Elem>(x: &[E], w: &[f32], eps: f32, round: ActDtype, out
             for ((o, &x), &w) in out.iter_mut().zip(x).zip(w) {
                 *o = E::put(w * self::r(x.get() * scale, round), round);
             }
+        }
+    }
+    let (mut x, mut out) = (x, out);
+    #[cfg(target_arch = "x86_64")]
+    if super::matmul::has_avx512() && !w.is_empty() {
+        if let (Some(xb), Some(ob)) = (E::as_bf16(x), E::as_bf16_mut(out)) {
+            let wide = x.len() / w.len() / simd::NORM_LANES * simd::NORM_LANES * w.len();
+            let groups = xb[..wide].chunks_exact(simd::NORM_LANES * w.len());
+            for (xg, og) in groups.zip(ob.chunks_exact_mut(simd::NORM_LANES * w.len())) {
+                // SAFETY: the CPU has AVX-512F and BW; whole groups of rows.
+                unsafe { simd::rms_norm_bf16(xg, w, eps, og) };
+            }
+            (x, out) = (&x[wide..], &mut out[wide..]);
         }
     }
     norm_groups(
@@ -316,6 +342,44 @@ mod tests {
             add_assign_bf16(&mut fast, &y);
             add_assign(&mut slow, &y, ActDtype::Bf16);
             assert_eq!(fast, slow, "length {len}");
+        }
+    }
+
+    #[test]
+    fn bf16_norms_give_the_bits_of_single_f32_rows() {
+        // bf16 storage (the AVX-512 path for groups of 16 rows where it runs, the generic path
+        // for the rest) against rows one at a time in f32 storage rounded to bf16. Widths with
+        // and without a tail beyond four-column steps and sixteen-lane chunks; values over many
+        // binades so that the order of the f64 sums shows.
+        for (rows, n) in [(37, 37), (16, 64), (33, 6), (20, 771)] {
+            let x: Vec<u16> = (0..rows * n)
+                .map(|i| {
+                    let t = (i as f32 * 0.618_034).fract() - 0.5;
+                    (round_bf16(t * 2f32.powi((i % 23) as i32 - 11)).to_bits() >> 16) as u16
+                })
+                .collect();
+            let w: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 / n as f32).collect();
+            let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.01 - 0.1).collect();
+            let mut fast = vec![0u16; rows * n];
+            layer_norm_rows(&x, &w, &b, 1e-6, ActDtype::Bf16, &mut fast);
+            let xf: Vec<f32> = x
+                .iter()
+                .map(|&v| f32::from_bits((v as u32) << 16))
+                .collect();
+            let mut slow = vec![0f32; rows * n];
+            for (xr, o) in xf.chunks(n).zip(slow.chunks_mut(n)) {
+                layer_norm_rows(xr, &w, &b, 1e-6, ActDtype::Bf16, o);
+            }
+            let slow: Vec<u16> = slow.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+            assert_eq!(fast, slow, "LayerNorm, {rows} rows of {n}");
+            let mut fast = vec![0u16; rows * n];
+            rms_norm_rows(&x, &w, 1e-6, ActDtype::Bf16, &mut fast);
+            let mut slow = vec![0f32; rows * n];
+            for (xr, o) in xf.chunks(n).zip(slow.chunks_mut(n)) {
+                rms_norm_rows(xr, &w, 1e-6, ActDtype::Bf16, o);
+            }
+            let slow: Vec<u16> = slow.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+            assert_eq!(fast, slow, "RMSNorm, {rows} rows of {n}");
         }
     }
 
@@ -658,6 +722,141 @@ pub mod simd {
             _mm512_and_si512(si, ui),
         ));
         _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), v), _mm512_add_ps(one, t))
+    }
+
+    /// Rows [`layer_norm_bf16`] normalises side by side: two vectors of eight f64 sums.
+    pub const NORM_LANES: usize = 16;
+
+    /// Per row of `x` (16 bf16 rows of `n` values), the f64 sum over its values `v` in order of
+    /// `v` (`MODE` 0), of `(v − center[r])²` (`MODE` 1) or of `v²` (`MODE` 2; squares then
+    /// adds, never fused), as
+    /// [`super::row_sums`] computes it: lane `r` of a vector of eight sums is row `r`'s chain,
+    /// fed four columns at a time by one 64-bit gather per eight rows.
+    #[inline(always)]
+    unsafe fn bf16_row_sums<const MODE: u8>(x: &[u16], n: usize, center: &[f64; 16]) -> [f64; 16] {
+        let base = x.as_ptr() as *const u8;
+        // Byte offsets of rows 0..8 and 8..16.
+        let off: [i64; 16] = std::array::from_fn(|r| (2 * n * r) as i64);
+        let rows = _mm512_loadu_si512(off.as_ptr() as *const _);
+        let rows_hi = _mm512_loadu_si512(off.as_ptr().add(8) as *const _);
+        let (c0, c1) = (
+            _mm512_loadu_pd(center.as_ptr()),
+            _mm512_loadu_pd(center.as_ptr().add(8)),
+        );
+        let (mut s0, mut s1) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+        // Column `J` of the four 16-bit values in each lane, as f64.
+        macro_rules! column {
+            ($g:expr, $j:literal) => {
+                _mm512_cvtps_pd(_mm256_castsi256_ps(_mm512_cvtepi64_epi32(
+                    _mm512_slli_epi64::<16>(_mm512_srli_epi64::<{ 16 * $j }>($g)),
+                )))
+            };
+        }
+        macro_rules! add {
+            ($s:ident, $v:expr, $c:expr) => {
+                $s = _mm512_add_pd(
+                    $s,
+                    match MODE {
+                        0 => $v,
+                        1 => {
+                            let d = _mm512_sub_pd($v, $c);
+                            _mm512_mul_pd(d, d)
+                        }
+                        _ => _mm512_mul_pd($v, $v),
+                    },
+                )
+            };
+        }
+        let quads = n / 4 * 4;
+        for i in (0..quads).step_by(4) {
+            let p = base.add(2 * i) as *const _;
+            let g0 = _mm512_i64gather_epi64::<1>(rows, p);
+            let g1 = _mm512_i64gather_epi64::<1>(rows_hi, p);
+            add!(s0, column!(g0, 0), c0);
+            add!(s1, column!(g1, 0), c1);
+            add!(s0, column!(g0, 1), c0);
+            add!(s1, column!(g1, 1), c1);
+            add!(s0, column!(g0, 2), c0);
+            add!(s1, column!(g1, 2), c1);
+            add!(s0, column!(g0, 3), c0);
+            add!(s1, column!(g1, 3), c1);
+        }
+        let mut sums = [0f64; 16];
+        _mm512_storeu_pd(sums.as_mut_ptr(), s0);
+        _mm512_storeu_pd(sums.as_mut_ptr().add(8), s1);
+        for (r, s) in sums.iter_mut().enumerate() {
+            for &v in &x[r * n + quads..(r + 1) * n] {
+                let v = crate::numeric::bf16_to_f32(v) as f64;
+                *s += match MODE {
+                    0 => v,
+                    1 => (v - center[r]) * (v - center[r]),
+                    _ => v * v,
+                };
+            }
+        }
+        sums
+    }
+
+    /// [`super::layer_norm_rows`] of 16 bf16 rows (`x.len()` = 16·`w.len()`), to the bit: the
+    /// same f64 sums in the same order per row, the same f32 affine pass.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn layer_norm_bf16(x: &[u16], w: &[f32], b: &[f32], eps: f32, out: &mut [u16]) {
+        let n = w.len();
+        assert!(x.len() == NORM_LANES * n && out.len() == x.len() && b.len() == n);
+        let zero = [0f64; 16];
+        let mean = bf16_row_sums::<0>(x, n, &zero).map(|s| s / n as f64);
+        let var = bf16_row_sums::<1>(x, n, &mean).map(|s| s / n as f64);
+        for r in 0..NORM_LANES {
+            let rstd = _mm512_set1_ps((1.0 / (var[r] + eps as f64).sqrt()) as f32);
+            let m = _mm512_set1_ps(mean[r] as f32);
+            let (xr, or) = (x.as_ptr().add(r * n), out.as_mut_ptr().add(r * n));
+            for c in (0..n).step_by(16) {
+                let live = (n - c).min(16);
+                let k: __mmask16 = if live == 16 {
+                    0xffff
+                } else {
+                    (1u16 << live) - 1
+                };
+                let v = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                    _mm256_maskz_loadu_epi16(k, xr.add(c) as *const i16),
+                )));
+                let wv = _mm512_maskz_loadu_ps(k, w.as_ptr().add(c));
+                let bv = _mm512_maskz_loadu_ps(k, b.as_ptr().add(c));
+                let y = _mm512_add_ps(
+                    _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(v, m), rstd), wv),
+                    bv,
+                );
+                let bits = _mm512_srli_epi32::<16>(_mm512_castps_si512(round_bf16_ps(y)));
+                _mm256_mask_storeu_epi16(or.add(c) as *mut i16, k, _mm512_cvtepi32_epi16(bits));
+            }
+        }
+    }
+
+    /// [`super::rms_norm_rows`] of 16 bf16 rows (`x.len()` = 16·`w.len()`), to the bit.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn rms_norm_bf16(x: &[u16], w: &[f32], eps: f32, out: &mut [u16]) {
+        let n = w.len();
+        assert!(x.len() == NORM_LANES * n && out.len() == x.len());
+        let ms = bf16_row_sums::<2>(x, n, &[0f64; 16]).map(|s| s / n as f64);
+        for (r, ms) in ms.iter().enumerate() {
+            let scale = _mm512_set1_ps(1.0 / (*ms as f32 + eps).sqrt());
+            let (xr, or) = (x.as_ptr().add(r * n), out.as_mut_ptr().add(r * n));
+            for c in (0..n).step_by(16) {
+                let live = (n - c).min(16);
+                let k: __mmask16 = if live == 16 {
+                    0xffff
+                } else {
+                    (1u16 << live) - 1
+                };
+                let v = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                    _mm256_maskz_loadu_epi16(k, xr.add(c) as *const i16),
+                )));
+                let wv = _mm512_maskz_loadu_ps(k, w.as_ptr().add(c));
+                let y = _mm512_mul_ps(wv, round_bf16_ps(_mm512_mul_ps(v, scale)));
+                let bits = _mm512_srli_epi32::<16>(_mm512_castps_si512(round_bf16_ps(y)));
+                _mm256_mask_storeu_epi16(or.add(c) as *mut i16, k, _mm512_cvtepi32_epi16(bits));
+            }
+        }
     }
 
     /// Round-to-nearest-even to bf16 on 16 lanes, as [`crate::numeric::round_bf16`] (NaN stays NaN).

@@ -15,7 +15,7 @@
 //! the destination element. Every step rounds to nearest even, treats denormal inputs as zero (DAZ)
 //! and flushes denormal results to zero (FTZ); MXCSR plays no part. (Older editions of Intel's
 //! intrinsics guide describe a single running sum per column; the SDM's current pseudocode, which
-//! this follows, has the even/odd split. On an AMX machine `tests/amx.rs` compares this model with
+//! this follows, has the even/odd split. On an AMX machine `tests/kernels.rs` compares this model with
 //! the instructions bit for bit.)
 
 /// The palette-1 tile configuration LDTILECFG reads: 64 bytes.
