@@ -50,11 +50,13 @@ const TASKS_PER_THREAD: usize = 4;
 const B_TASK_BYTES: usize = 768 << 10;
 /// Most panels per task (512 columns).
 const PANELS_PER_TASK: usize = 16;
-/// Most tile steps per depth chunk: a chunk of a 32-row strip of A is 32 rows × 384 values (24 KB,
-/// half of L1). On a 2-core Xeon VM with AMX, a C sketch of one task with its operands in L2 ran
-/// 1.3–1.4× faster in chunks of 8–12 steps than in whole-depth blocks; on the full vision shapes,
-/// whose operands come from L3, the difference stayed within that machine's noise (±10%).
-const CHUNK_STEPS: usize = 12;
+/// Most tile steps per depth chunk: a chunk of a 32-row strip of A is 32 rows × 256 values (16 KB,
+/// a third of L1), next to the panel chunks streaming from L2 and the accumulators. On a 2-core
+/// Xeon VM with AMX, a C sketch of one task with its operands in L2 ran 1.3–1.4× faster in chunks
+/// of 8–12 steps than in whole-depth blocks; in the microbenchmark (three alternating runs),
+/// chunks of at most 8 steps ran W1's K = 768 products 13–17% faster than chunks of at most 12
+/// (three chunks of 8 instead of two of 12), K = 1536 about 10% faster, the others the same.
+const CHUNK_STEPS: usize = 8;
 
 /// Whether the epilogue can run vectorised (and so fuse GELU with the bits of the separate op).
 pub fn fuses_epilogue() -> bool {
