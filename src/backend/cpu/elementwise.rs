@@ -683,20 +683,9 @@ pub mod simd {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub unsafe fn add_assign_bf16(x: &mut [u16], y: &[u16]) {
         for c in (0..x.len()).step_by(16) {
-            let live = (x.len() - c).min(16);
-            let m: __mmask16 = if live == 16 {
-                0xffff
-            } else {
-                (1u16 << live) - 1
-            };
+            let m = live_lanes(x.len() - c);
             let (p, q) = (x.as_mut_ptr().add(c), y.as_ptr().add(c));
-            let widen =
-                |h: __m256i| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)));
-            let a = widen(_mm256_maskz_loadu_epi16(m, p as *const i16));
-            let b = widen(_mm256_maskz_loadu_epi16(m, q as *const i16));
-            let s = round_bf16_ps(_mm512_add_ps(a, b));
-            let n = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(_mm512_castps_si512(s)));
-            _mm256_mask_storeu_epi16(p as *mut i16, m, n);
+            store_bf16(m, p, _mm512_add_ps(load_bf16(m, p), load_bf16(m, q)));
         }
     }
 
@@ -811,23 +800,15 @@ pub mod simd {
             let m = _mm512_set1_ps(mean[r] as f32);
             let (xr, or) = (x.as_ptr().add(r * n), out.as_mut_ptr().add(r * n));
             for c in (0..n).step_by(16) {
-                let live = (n - c).min(16);
-                let k: __mmask16 = if live == 16 {
-                    0xffff
-                } else {
-                    (1u16 << live) - 1
-                };
-                let v = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
-                    _mm256_maskz_loadu_epi16(k, xr.add(c) as *const i16),
-                )));
+                let k = live_lanes(n - c);
+                let v = load_bf16(k, xr.add(c));
                 let wv = _mm512_maskz_loadu_ps(k, w.as_ptr().add(c));
                 let bv = _mm512_maskz_loadu_ps(k, b.as_ptr().add(c));
                 let y = _mm512_add_ps(
                     _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(v, m), rstd), wv),
                     bv,
                 );
-                let bits = _mm512_srli_epi32::<16>(_mm512_castps_si512(round_bf16_ps(y)));
-                _mm256_mask_storeu_epi16(or.add(c) as *mut i16, k, _mm512_cvtepi32_epi16(bits));
+                store_bf16(k, or.add(c), y);
             }
         }
     }
@@ -842,21 +823,40 @@ pub mod simd {
             let scale = _mm512_set1_ps(1.0 / (*ms as f32 + eps).sqrt());
             let (xr, or) = (x.as_ptr().add(r * n), out.as_mut_ptr().add(r * n));
             for c in (0..n).step_by(16) {
-                let live = (n - c).min(16);
-                let k: __mmask16 = if live == 16 {
-                    0xffff
-                } else {
-                    (1u16 << live) - 1
-                };
-                let v = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
-                    _mm256_maskz_loadu_epi16(k, xr.add(c) as *const i16),
-                )));
+                let k = live_lanes(n - c);
+                let v = load_bf16(k, xr.add(c));
                 let wv = _mm512_maskz_loadu_ps(k, w.as_ptr().add(c));
-                let y = _mm512_mul_ps(wv, round_bf16_ps(_mm512_mul_ps(v, scale)));
-                let bits = _mm512_srli_epi32::<16>(_mm512_castps_si512(round_bf16_ps(y)));
-                _mm256_mask_storeu_epi16(or.add(c) as *mut i16, k, _mm512_cvtepi32_epi16(bits));
+                store_bf16(
+                    k,
+                    or.add(c),
+                    _mm512_mul_ps(wv, round_bf16_ps(_mm512_mul_ps(v, scale))),
+                );
             }
         }
+    }
+
+    /// The first `min(live, 16)` of 16 lanes.
+    #[inline(always)]
+    fn live_lanes(live: usize) -> __mmask16 {
+        if live >= 16 {
+            0xffff
+        } else {
+            (1u16 << live) - 1
+        }
+    }
+
+    /// The bf16 values at `p` in the lanes of `k`, widened (exact; the others zero).
+    #[inline(always)]
+    unsafe fn load_bf16(k: __mmask16, p: *const u16) -> __m512 {
+        let h = _mm256_maskz_loadu_epi16(k, p as *const i16);
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+    }
+
+    /// `v` rounded to bf16 ([`round_bf16_ps`]) into the lanes of `k` at `p`.
+    #[inline(always)]
+    unsafe fn store_bf16(k: __mmask16, p: *mut u16, v: __m512) {
+        let bits = _mm512_srli_epi32::<16>(_mm512_castps_si512(round_bf16_ps(v)));
+        _mm256_mask_storeu_epi16(p as *mut i16, k, _mm512_cvtepi32_epi16(bits));
     }
 
     /// Round-to-nearest-even to bf16 on 16 lanes, as [`crate::numeric::round_bf16`] (NaN stays NaN).

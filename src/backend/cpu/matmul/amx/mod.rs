@@ -679,83 +679,53 @@ pub fn peak_flops(steps: usize) -> Option<f64> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn bf16_rows_pack_like_their_f32_values() {
-        // Whole and partial panels, even and odd depths, rows further apart than they are long:
-        // the bf16 row path (gathers where AVX-512 runs) against the generic f32 path.
-        for (rows, k, stride) in [(64, 64, 96), (37, 33, 40), (32, 1, 3), (70, 7, 7)] {
-            let bits: Vec<u16> = (0..rows * stride)
-                .map(|i| ((i as u32).wrapping_mul(2654435761) >> 17) as u16 & 0x7f7f)
-                .collect();
-            let vals: Vec<f32> = bits
-                .iter()
-                .map(|&b| f32::from_bits((b as u32) << 16))
-                .collect();
-            let a = TileB::new(
-                BMat::Bf16View {
-                    data: &bits,
-                    rows,
-                    cols: k,
-                    row_stride: stride,
-                    col_stride: 1,
-                },
-                false,
-            );
-            let b = TileB::new(
-                BMat::View {
-                    data: &vals,
-                    rows,
-                    cols: k,
-                    row_stride: stride,
-                    col_stride: 1,
-                },
-                false,
-            );
-            assert_eq!(
-                a.data.as_slice(),
-                b.data.as_slice(),
-                "{rows}×{k}, stride {stride}"
-            );
-        }
+    /// The packing of a bf16 view (the fast paths where AVX-512 runs) equals that of the same
+    /// view over the f32 values (the generic path): `n` rows of `k`, the given strides.
+    fn packs_alike(n: usize, k: usize, row_stride: usize, col_stride: usize, seed: u32) {
+        let len = (n - 1) * row_stride + (k - 1) * col_stride + 1;
+        let bits: Vec<u16> = (0..len)
+            .map(|i| ((i as u32).wrapping_mul(seed) >> 16) as u16 & 0x7f7f)
+            .collect();
+        let vals: Vec<f32> = bits
+            .iter()
+            .map(|&b| f32::from_bits((b as u32) << 16))
+            .collect();
+        let a = TileB::new(
+            BMat::Bf16View {
+                data: &bits,
+                rows: n,
+                cols: k,
+                row_stride,
+                col_stride,
+            },
+            false,
+        );
+        let b = TileB::new(
+            BMat::View {
+                data: &vals,
+                rows: n,
+                cols: k,
+                row_stride,
+                col_stride,
+            },
+            false,
+        );
+        assert_eq!(
+            a.data.as_slice(),
+            b.data.as_slice(),
+            "{n}×{k}, strides {row_stride} and {col_stride}"
+        );
     }
 
     #[test]
-    fn bf16_columns_pack_like_their_f32_values() {
-        // Vᵀ in attention: the rows of B are storage columns. Whole and partial panels, even and
-        // odd depths: the bf16 path (AVX-512 where it runs) against the generic f32 path.
+    fn bf16_views_pack_like_their_f32_values() {
+        // Whole and partial panels, even and odd depths. K in attention: rows further apart than
+        // they are long. Vᵀ: the rows of B are storage columns.
+        for (n, k, stride) in [(64, 64, 96), (37, 33, 40), (32, 1, 3), (70, 7, 7)] {
+            packs_alike(n, k, stride, 1, 2654435761);
+        }
         for (n, k, stride) in [(64, 64, 96), (37, 33, 40), (32, 1, 32), (70, 7, 75)] {
-            let bits: Vec<u16> = (0..k * stride)
-                .map(|i| ((i as u32).wrapping_mul(2246822519) >> 15) as u16 & 0x7f7f)
-                .collect();
-            let vals: Vec<f32> = bits
-                .iter()
-                .map(|&b| f32::from_bits((b as u32) << 16))
-                .collect();
-            let a = TileB::new(
-                BMat::Bf16View {
-                    data: &bits,
-                    rows: n,
-                    cols: k,
-                    row_stride: 1,
-                    col_stride: stride,
-                },
-                false,
-            );
-            let b = TileB::new(
-                BMat::View {
-                    data: &vals,
-                    rows: n,
-                    cols: k,
-                    row_stride: 1,
-                    col_stride: stride,
-                },
-                false,
-            );
-            assert_eq!(
-                a.data.as_slice(),
-                b.data.as_slice(),
-                "{n}×{k}, stride {stride}"
-            );
+            packs_alike(n, k, 1, stride, 2246822519);
         }
     }
 }
