@@ -67,6 +67,29 @@ fn row_sums<E: Elem, const R: usize>(x: &[E], n: usize, f: impl Fn(usize, f32) -
     s
 }
 
+/// Where the rows are bf16 and the CPU has AVX-512, `group(x, out)` over their whole groups of
+/// `simd::NORM_LANES` rows of `n` values; returns the rows left for the generic code (all of them
+/// elsewhere).
+#[cfg(target_arch = "x86_64")]
+fn bf16_groups<'a, E: Elem>(
+    x: &'a [E],
+    out: &'a mut [E],
+    n: usize,
+    group: impl Fn(&[u16], &mut [u16]),
+) -> (&'a [E], &'a mut [E]) {
+    if super::matmul::has_avx512() && n > 0 {
+        if let (Some(xb), Some(ob)) = (E::as_bf16(x), E::as_bf16_mut(out)) {
+            let size = simd::NORM_LANES * n;
+            let wide = x.len() / size * size;
+            for (xg, og) in xb[..wide].chunks_exact(size).zip(ob.chunks_exact_mut(size)) {
+                group(xg, og);
+            }
+            return (&x[wide..], &mut out[wide..]);
+        }
+    }
+    (x, out)
+}
+
 /// LayerNorm of whole rows of `w.len()` values: statistics in f64 for accuracy (each row summed
 /// in order), affine in f32, one rounding.
 pub fn layer_norm_rows<E: Elem>(
@@ -97,19 +120,11 @@ pub fn layer_norm_rows<E: Elem>(
             }
         }
     }
-    let (mut x, mut out) = (x, out);
+    // SAFETY (of the call): the group has 16 whole rows; AVX-512F and BW are checked.
     #[cfg(target_arch = "x86_64")]
-    if super::matmul::has_avx512() && !w.is_empty() {
-        if let (Some(xb), Some(ob)) = (E::as_bf16(x), E::as_bf16_mut(out)) {
-            let wide = x.len() / w.len() / simd::NORM_LANES * simd::NORM_LANES * w.len();
-            let groups = xb[..wide].chunks_exact(simd::NORM_LANES * w.len());
-            for (xg, og) in groups.zip(ob.chunks_exact_mut(simd::NORM_LANES * w.len())) {
-                // SAFETY: the CPU has AVX-512F and BW; whole groups of rows.
-                unsafe { simd::layer_norm_bf16(xg, w, b, eps, og) };
-            }
-            (x, out) = (&x[wide..], &mut out[wide..]);
-        }
-    }
+    let (x, out) = bf16_groups(x, out, w.len(), |xg, og| unsafe {
+        simd::layer_norm_bf16(xg, w, b, eps, og)
+    });
     norm_groups(
         x,
         out,
@@ -133,19 +148,11 @@ pub fn rms_norm_rows<E: Elem>(x: &[E], w: &[f32], eps: f32, round: ActDtype, out
             }
         }
     }
-    let (mut x, mut out) = (x, out);
+    // SAFETY (of the call): the group has 16 whole rows; AVX-512F and BW are checked.
     #[cfg(target_arch = "x86_64")]
-    if super::matmul::has_avx512() && !w.is_empty() {
-        if let (Some(xb), Some(ob)) = (E::as_bf16(x), E::as_bf16_mut(out)) {
-            let wide = x.len() / w.len() / simd::NORM_LANES * simd::NORM_LANES * w.len();
-            let groups = xb[..wide].chunks_exact(simd::NORM_LANES * w.len());
-            for (xg, og) in groups.zip(ob.chunks_exact_mut(simd::NORM_LANES * w.len())) {
-                // SAFETY: the CPU has AVX-512F and BW; whole groups of rows.
-                unsafe { simd::rms_norm_bf16(xg, w, eps, og) };
-            }
-            (x, out) = (&x[wide..], &mut out[wide..]);
-        }
-    }
+    let (x, out) = bf16_groups(x, out, w.len(), |xg, og| unsafe {
+        simd::rms_norm_bf16(xg, w, eps, og)
+    });
     norm_groups(
         x,
         out,
