@@ -650,12 +650,7 @@ pub mod simd {
         // Every element goes through the vector code (the tail under a mask), so a value's result
         // does not depend on where it sits; the matmul epilogue that fuses GELU relies on that.
         for c in (0..x.len()).step_by(16) {
-            let live = (x.len() - c).min(16);
-            let m: __mmask16 = if live == 16 {
-                0xffff
-            } else {
-                (1u16 << live) - 1
-            };
+            let m = live_lanes(x.len() - c);
             let p = x.as_mut_ptr().add(c);
             let mut g = gelu_ps(_mm512_maskz_loadu_ps(m, p));
             if round {
@@ -670,18 +665,10 @@ pub mod simd {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
     pub unsafe fn gelu_tanh_bf16(x: &mut [u16]) {
         for c in (0..x.len()).step_by(16) {
-            let live = (x.len() - c).min(16);
-            let m: __mmask16 = if live == 16 {
-                0xffff
-            } else {
-                (1u16 << live) - 1
-            };
+            let m = live_lanes(x.len() - c);
             let p = x.as_mut_ptr().add(c);
-            let h = _mm256_maskz_loadu_epi16(m, p as *const i16);
-            let v = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)));
-            let g = round_bf16_ps(gelu_ps(v));
-            let n = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(_mm512_castps_si512(g)));
-            _mm256_mask_storeu_epi16(p as *mut i16, m, n);
+            // The GELU rounded once, as the f32 path with `round`.
+            store_bf16(m, p, gelu_ps(load_bf16(m, p)));
         }
     }
 
@@ -844,7 +831,7 @@ pub mod simd {
 
     /// The first `min(live, 16)` of 16 lanes.
     #[inline(always)]
-    fn live_lanes(live: usize) -> __mmask16 {
+    pub fn live_lanes(live: usize) -> __mmask16 {
         if live >= 16 {
             0xffff
         } else {

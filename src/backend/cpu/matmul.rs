@@ -992,7 +992,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{bf16_to_f32, f16_to_f32, AMat, BMat, DType, Epilogue, OutElem, SendPtr};
-    use crate::backend::cpu::elementwise::simd::{gelu_ps, round_bf16_ps};
+    use crate::backend::cpu::elementwise::simd::{gelu_ps, live_lanes, round_bf16_ps};
     use crate::backend::cpu::{pool, CpuWeight};
 
     /// Columns of B per panel (two zmm registers).
@@ -1132,11 +1132,7 @@ mod x86 {
             if live == 0 {
                 break;
             }
-            let m: __mmask16 = if live == 16 {
-                0xffff
-            } else {
-                (1u16 << live) - 1
-            };
+            let m = live_lanes(live);
             let a = round_bf16_ps(_mm512_maskz_loadu_ps(m, lo.as_ptr().add(16 * h)));
             let b = match hi {
                 Some(hi) => round_bf16_ps(_mm512_maskz_loadu_ps(m, hi.as_ptr().add(16 * h))),
