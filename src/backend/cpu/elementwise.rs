@@ -465,6 +465,49 @@ mod tests {
         }
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn gelu_lookup_gives_the_bits_of_the_computation_for_every_bf16() {
+        if !crate::backend::cpu::matmul::has_avx512() {
+            return;
+        }
+        use std::arch::x86_64::*;
+        let table = simd::gelu_bf16_table();
+        for c in (0..1u32 << 16).step_by(16) {
+            let bits: Vec<u32> = (c..c + 16).map(|b| b << 16).collect();
+            let (mut direct, mut lookup) = ([0f32; 16], [0f32; 16]);
+            // SAFETY: AVX-512F and FMA checked above; 16 lanes in and out.
+            unsafe {
+                let x = _mm512_loadu_ps(bits.as_ptr() as *const f32);
+                let d = simd::round_bf16_ps(simd::gelu_ps(x));
+                _mm512_storeu_ps(direct.as_mut_ptr(), d);
+                _mm512_storeu_ps(lookup.as_mut_ptr(), simd::gelu_bf16_lookup(x, table));
+            }
+            for (i, (d, l)) in direct.iter().zip(lookup).enumerate() {
+                let x = f32::from_bits(bits[i]);
+                assert_eq!(
+                    d.to_bits(),
+                    l.to_bits(),
+                    "gelu({x:e}) bits {:#06x}",
+                    c + i as u32
+                );
+                // And near the definition in f64 (a table of the wrong function fails here): within
+                // a bf16 rounding plus the f32 cancellation of 1 + tanh in the negative tail.
+                let xd = x as f64;
+                let want = 0.5
+                    * xd
+                    * (1.0 + (0.797_884_560_802_865_4 * (xd + 0.044715 * xd.powi(3))).tanh());
+                if want.is_finite() && x.abs() < 1e4 {
+                    let err = (l as f64 - want).abs();
+                    assert!(
+                        err <= want.abs() / 128.0 + 1e-6 * xd.abs() + 1e-37,
+                        "gelu({x:e}) = {l:e}, want {want:e}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn gelu_tanh_known_values() {
         let mut x = [0.0f32, 1.0, -1.0, 3.0];
@@ -664,12 +707,54 @@ pub mod simd {
     /// same lanes, rounded and narrowed.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
     pub unsafe fn gelu_tanh_bf16(x: &mut [u16]) {
+        let table = gelu_bf16_table();
         for c in (0..x.len()).step_by(16) {
             let m = live_lanes(x.len() - c);
             let p = x.as_mut_ptr().add(c);
             // The GELU rounded once, as the f32 path with `round`.
-            store_bf16(m, p, gelu_ps(load_bf16(m, p)));
+            store_bf16(m, p, gelu_bf16_lookup(load_bf16(m, p), table));
         }
+    }
+
+    /// `round_bf16(gelu_ps(x))` for every bf16 `x`, as bf16 bits indexed by `x`'s bits: the
+    /// rounded GELU has one result per bf16 input, so a lookup gives the bits of the computation
+    /// (built by it) at the cost of a gather instead of an exponential and a division. One padding
+    /// entry lets a 32-bit gather at the last index stay inside.
+    pub fn gelu_bf16_table() -> &'static [u16] {
+        static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+        TABLE.get_or_init(|| {
+            let mut t = vec![0u16; (1 << 16) + 1];
+            // SAFETY: only called from AVX-512F + FMA code paths (the callers' target features).
+            unsafe { fill_gelu_bf16_table(&mut t[..1 << 16]) };
+            t
+        })
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn fill_gelu_bf16_table(t: &mut [u16]) {
+        for (c, out) in t.chunks_exact_mut(16).enumerate() {
+            let lanes = _mm512_add_epi32(
+                _mm512_set1_epi32((c * 16) as i32),
+                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            );
+            let x = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(lanes));
+            let g = _mm512_castps_si512(round_bf16_ps(gelu_ps(x)));
+            let mut bits = [0u32; 16];
+            _mm512_storeu_si512(bits.as_mut_ptr() as *mut _, _mm512_srli_epi32::<16>(g));
+            for (o, b) in out.iter_mut().zip(bits) {
+                *o = b as u16;
+            }
+        }
+    }
+
+    /// The rounded GELU of 16 bf16 values (`v` holds bf16 numbers) from [`gelu_bf16_table`].
+    #[inline(always)]
+    pub unsafe fn gelu_bf16_lookup(v: __m512, table: &[u16]) -> __m512 {
+        debug_assert_eq!(table.len(), (1 << 16) + 1);
+        let idx = _mm512_srli_epi32::<16>(_mm512_castps_si512(v));
+        // Little-endian: the entry is the low half of the 32 bits read at its address.
+        let g = _mm512_i32gather_epi32::<2>(idx, table.as_ptr() as *const _);
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(g))
     }
 
     /// [`super::add_assign`] on bf16 bit patterns: each pair of vectors widened, added, rounded and

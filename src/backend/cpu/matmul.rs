@@ -992,7 +992,9 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{bf16_to_f32, f16_to_f32, AMat, BMat, DType, Epilogue, OutElem, SendPtr};
-    use crate::backend::cpu::elementwise::simd::{gelu_ps, live_lanes, round_bf16_ps};
+    use crate::backend::cpu::elementwise::simd::{
+        gelu_bf16_lookup, gelu_bf16_table, gelu_ps, live_lanes, round_bf16_ps,
+    };
     use crate::backend::cpu::{pool, CpuWeight};
 
     /// Columns of B per panel (two zmm registers).
@@ -1410,6 +1412,8 @@ mod x86 {
                 *bv = _mm512_maskz_loadu_ps(masks[h], b.as_ptr().add(n0 + 16 * h));
             }
         }
+        // Rounded GELU inputs are bf16 values: one lookup gives the rounded result.
+        let gelu_table = (epi.gelu && epi.round).then(gelu_bf16_table);
         for (i, row) in acc.iter().enumerate() {
             for h in 0..2 {
                 if masks[h] == 0 {
@@ -1423,10 +1427,10 @@ mod x86 {
                     v = round_bf16_ps(v);
                 }
                 if epi.gelu {
-                    v = gelu_ps(v);
-                    if epi.round {
-                        v = round_bf16_ps(v);
-                    }
+                    v = match gelu_table {
+                        Some(t) => gelu_bf16_lookup(v, t),
+                        None => gelu_ps(v),
+                    };
                 }
                 put(c.add(i * ldc + 16 * h), masks[h], v);
             }
