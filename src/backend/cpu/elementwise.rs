@@ -723,8 +723,12 @@ pub mod simd {
     pub fn gelu_bf16_table() -> &'static [u16] {
         static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
         TABLE.get_or_init(|| {
+            assert!(
+                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma"),
+                "the GELU table is built by AVX-512 code"
+            );
             let mut t = vec![0u16; (1 << 16) + 1];
-            // SAFETY: only called from AVX-512F + FMA code paths (the callers' target features).
+            // SAFETY: AVX-512F and FMA checked just now.
             unsafe { fill_gelu_bf16_table(&mut t[..1 << 16]) };
             t
         })
@@ -739,11 +743,10 @@ pub mod simd {
             );
             let x = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(lanes));
             let g = _mm512_castps_si512(round_bf16_ps(gelu_ps(x)));
-            let mut bits = [0u32; 16];
-            _mm512_storeu_si512(bits.as_mut_ptr() as *mut _, _mm512_srli_epi32::<16>(g));
-            for (o, b) in out.iter_mut().zip(bits) {
-                *o = b as u16;
-            }
+            _mm256_storeu_si256(
+                out.as_mut_ptr() as *mut __m256i,
+                _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(g)),
+            );
         }
     }
 
