@@ -342,12 +342,23 @@ fn bf16_rows_in_and_out_give_the_bits_of_the_f32_path() {
         let b16 = CpuBackend::new(ActDtype::Bf16, Some(2)).unwrap();
         let w = b16.load_weight(ck.get("w").unwrap(), n).unwrap();
         let bias = rng.vec(n);
-        let x = bf16_vec(&mut rng, m * k);
+        // f32 denormals in the bias: the zero first row of A gives them as results, which the
+        // epilogue's one-instruction bf16 conversion would read as zero.
+        let denormal_bias: Vec<f32> = (0..n)
+            .map(|j| match j % 3 {
+                0 => f32::from_bits(0x0012_3456 + j as u32),
+                1 => -f32::from_bits(0x0000_0fff + j as u32),
+                _ => bias[j],
+            })
+            .collect();
+        let mut x = bf16_vec(&mut rng, m * k);
+        x[..k].fill(0.0);
         let xb: Vec<u16> = x.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
         for (bias, gelu) in [
             (None, false),
             (Some(&bias[..]), false),
             (Some(&bias[..]), true),
+            (Some(&denormal_bias[..]), false),
         ] {
             let got = matmul_bf16(AMat::Bf16(&xb), m, &[(&w, bias)], gelu);
             let Some(got) = got else {

@@ -530,11 +530,21 @@ pub mod simd {
     /// 0 below the f32 range (−∞ included), +∞ above it.
     #[inline(always)]
     pub unsafe fn exp_ps(x: __m512) -> __m512 {
-        let lo = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.5), _CMP_LT_OQ);
+        let lo = _mm512_cmp_ps_mask(x, _mm512_set1_ps(EXP_LOW), _CMP_LT_OQ);
         let xc = _mm512_min_ps(
-            _mm512_max_ps(x, _mm512_set1_ps(-87.5)),
+            _mm512_max_ps(x, _mm512_set1_ps(EXP_LOW)),
             _mm512_set1_ps(88.722_83),
         );
+        _mm512_mask_blend_ps(lo, exp_in_range_ps(xc), _mm512_setzero_ps())
+    }
+
+    /// The smallest argument [`exp_ps`] computes; below it the result is 0.
+    const EXP_LOW: f32 = -87.5;
+
+    /// [`exp_ps`] of arguments in its range `[−87.5, 88.72]`, without the clamps and the mask
+    /// that handle the others (the same bits there).
+    #[inline(always)]
+    unsafe fn exp_in_range_ps(xc: __m512) -> __m512 {
         let n = _mm512_roundscale_ps(
             _mm512_mul_ps(xc, _mm512_set1_ps(std::f32::consts::LOG2_E)),
             0,
@@ -553,8 +563,7 @@ pub mod simd {
         ] {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
-        let e = _mm512_scalef_ps(p, n);
-        _mm512_mask_blend_ps(lo, e, _mm512_setzero_ps())
+        _mm512_scalef_ps(p, n)
     }
 
     /// Softmax numerators `e^(s·scale − max)` (rounded to bf16 with `round`), in place, or as bf16
@@ -574,19 +583,27 @@ pub mod simd {
         let sv = _mm512_set1_ps(scale);
         // The max of the scaled row is the scaled max of the row: rounding x·scale (scale > 0) is
         // monotone, so the largest product is the largest score's, to the bit. Four running maxima
-        // (max is exact in any order) keep the pass from waiting on one chain.
+        // (max is exact in any order) keep the pass from waiting on one chain. The minima, by the
+        // same monotony, give the smallest exponent argument (below).
         let mut m = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
+        let mut lo = [_mm512_set1_ps(f32::INFINITY); 4];
         let quads = n / 64 * 64;
         for c in (0..quads).step_by(64) {
-            for (j, mj) in m.iter_mut().enumerate() {
-                *mj = _mm512_max_ps(*mj, _mm512_loadu_ps(s.as_ptr().add(c + 16 * j)));
+            for (j, (mj, lj)) in m.iter_mut().zip(&mut lo).enumerate() {
+                let v = _mm512_loadu_ps(s.as_ptr().add(c + 16 * j));
+                *mj = _mm512_max_ps(*mj, v);
+                *lj = _mm512_min_ps(*lj, v);
             }
         }
         for c in (quads..full).step_by(16) {
-            m[0] = _mm512_max_ps(m[0], _mm512_loadu_ps(s.as_ptr().add(c)));
+            let v = _mm512_loadu_ps(s.as_ptr().add(c));
+            m[0] = _mm512_max_ps(m[0], v);
+            lo[0] = _mm512_min_ps(lo[0], v);
         }
         let m = _mm512_max_ps(_mm512_max_ps(m[0], m[1]), _mm512_max_ps(m[2], m[3]));
+        let lo = _mm512_min_ps(_mm512_min_ps(lo[0], lo[1]), _mm512_min_ps(lo[2], lo[3]));
         let mut raw = _mm512_reduce_max_ps(m);
+        let raw_min = _mm512_reduce_min_ps(lo);
         for &v in &s[full..] {
             raw = raw.max(v);
         }
@@ -601,7 +618,19 @@ pub mod simd {
         let mv = _mm512_set1_ps(max);
         if let Some(b) = bits.as_deref_mut() {
             if std::arch::is_x86_feature_detected!("avx512bf16") {
-                let total = numerator_bits(&s[..full], sv, mv, &mut b[..full]);
+                // Every argument s·scale − max of the vector part lies in [raw_min·scale − max, 0]
+                // (scale > 0: rounding is monotone); where that is inside the exponential's range
+                // (no masked key, scores less than 87.5 apart: every vision row), the clamps and
+                // the mask are no-ops and are left out. A NaN score, which the bounds do not
+                // catch, makes the sum NaN; the row then goes through the full exponential.
+                let in_range = scale > 0.0 && raw_min * scale - max >= EXP_LOW && max.is_finite();
+                if in_range {
+                    let total = numerator_bits::<true>(&s[..full], sv, mv, &mut b[..full]);
+                    if !total.is_nan() {
+                        return (max, tail_numerators(s, b, full, scale, max, total));
+                    }
+                }
+                let total = numerator_bits::<false>(&s[..full], sv, mv, &mut b[..full]);
                 return (max, tail_numerators(s, b, full, scale, max, total));
             }
         }
@@ -671,13 +700,24 @@ pub mod simd {
     /// nearest even, like the rounding above, except that it reads f32 denormals as zero: the
     /// numerators below 2⁻¹²⁶ become 0 instead of a bf16 denormal, which the tile products that
     /// read these rows treat as zero anyway); returns the sum of the unrounded numerators, in the
-    /// same order as the generic loop.
+    /// same order as the generic loop. `IN_RANGE`: the caller has checked that every argument
+    /// lies in [`exp_in_range_ps`]'s range.
     #[target_feature(enable = "avx512f,avx512bf16,fma")]
-    unsafe fn numerator_bits(s: &[f32], sv: __m512, mv: __m512, b: &mut [u16]) -> f32 {
+    unsafe fn numerator_bits<const IN_RANGE: bool>(
+        s: &[f32],
+        sv: __m512,
+        mv: __m512,
+        b: &mut [u16],
+    ) -> f32 {
         let mut sum = _mm512_setzero_ps();
         for c in (0..s.len()).step_by(16) {
             let v = _mm512_mul_ps(_mm512_loadu_ps(s.as_ptr().add(c)), sv);
-            let e = exp_ps(_mm512_sub_ps(v, mv));
+            let x = _mm512_sub_ps(v, mv);
+            let e = if IN_RANGE {
+                exp_in_range_ps(x)
+            } else {
+                exp_ps(x)
+            };
             sum = _mm512_add_ps(sum, e);
             _mm256_storeu_si256(
                 b.as_mut_ptr().add(c) as *mut __m256i,
@@ -954,5 +994,73 @@ pub mod simd {
         );
         let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
         _mm512_castsi512_ps(_mm512_mask_blend_epi32(nan, rounded, quiet))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// The bf16 numerators and the sum through the full exponential (clamps and mask on every
+        /// element), as `softmax_numerators` computed them before it had the in-range pass.
+        fn full_exponential(s: &[f32], scale: f32) -> (Vec<u16>, f32) {
+            let full = s.len() / 16 * 16;
+            let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
+            let mut b = vec![0u16; s.len()];
+            // SAFETY: the caller checked AVX-512F/BF16 and FMA.
+            let total = unsafe {
+                let (sv, mv) = (_mm512_set1_ps(scale), _mm512_set1_ps(max));
+                numerator_bits::<false>(&s[..full], sv, mv, &mut b[..full])
+            };
+            let total = tail_numerators(s, &mut b, full, scale, max, total);
+            (b, total)
+        }
+
+        #[test]
+        fn in_range_numerators_give_the_bits_of_the_full_exponential() {
+            if !(is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bf16")
+                && is_x86_feature_detected!("fma"))
+            {
+                return;
+            }
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            };
+            let scale = 0.125;
+            let mut rows: Vec<Vec<f32>> = Vec::new();
+            // Score spreads from a few units to just inside and just outside the exponential's
+            // range (700 = 87.5 / 0.125), lengths with and without a scalar tail.
+            for (spread, len) in [(8.0, 1024), (80.0, 1040), (690.0, 1000), (710.0, 1024)] {
+                rows.push((0..len).map(|_| next() * spread / 2.0).collect());
+            }
+            // The smallest argument exactly at the bound, then one step below it.
+            let mut edge: Vec<f32> = (0..64).map(|_| next()).collect();
+            edge[0] = 700.0;
+            edge[17] = 0.0;
+            rows.push(edge.clone());
+            edge[17] = -1e-4;
+            rows.push(edge);
+            // Masked keys, a NaN score, a row of one value.
+            let mut masked: Vec<f32> = (0..256).map(|_| next()).collect();
+            masked[100..].fill(f32::NEG_INFINITY);
+            rows.push(masked);
+            let mut nan: Vec<f32> = (0..256).map(|_| next()).collect();
+            nan[37] = f32::NAN;
+            rows.push(nan);
+            rows.push(vec![3.0; 48]);
+            for (i, row) in rows.iter().enumerate() {
+                let (want, want_sum) = full_exponential(row, scale);
+                let mut got = vec![0u16; row.len()];
+                let mut s = row.clone();
+                // SAFETY: AVX-512F/BF16 and FMA checked above.
+                let (_, sum) = unsafe { softmax_numerators(&mut s, scale, true, Some(&mut got)) };
+                assert_eq!(got, want, "row {i}: numerators");
+                assert_eq!(sum.to_bits(), want_sum.to_bits(), "row {i}: sum");
+            }
+        }
     }
 }

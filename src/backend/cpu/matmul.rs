@@ -1393,6 +1393,61 @@ mod x86 {
         }
     }
 
+    /// [`store_rows`] of bf16 results of a rounded product without GELU: VCVTNE2PS2BF16 rounds
+    /// (to nearest even, as `round_bf16_ps`) and packs a row's 32 columns in one instruction. It
+    /// reads f32 denormals as zero where `round_bf16_ps` rounds them, so a row holding one goes
+    /// through [`store`] instead: the same bits either way.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn store_rows_bf16(
+        c: &[f32],
+        ldb: usize,
+        rows: usize,
+        out: *mut u16,
+        ldc: usize,
+        nr: usize,
+        n0: usize,
+        epi: &Epilogue,
+    ) {
+        debug_assert!(epi.round && !epi.gelu && (rows == 0 || (rows - 1) * ldb + 32 <= c.len()));
+        let live = if nr >= 32 { u32::MAX } else { (1u32 << nr) - 1 };
+        let mut bias = [_mm512_setzero_ps(); 2];
+        if let Some(b) = epi.bias {
+            for (h, bv) in bias.iter_mut().enumerate() {
+                *bv = _mm512_maskz_loadu_ps(
+                    (live >> (16 * h)) as __mmask16,
+                    b.as_ptr().add(n0 + 16 * h),
+                );
+            }
+        }
+        let exponent = _mm512_set1_epi32(0x7f80_0000);
+        let magnitude = _mm512_set1_epi32(0x7fff_ffff);
+        for i in 0..rows {
+            let p = c.as_ptr().add(i * ldb);
+            let lo = _mm512_add_ps(_mm512_loadu_ps(p), bias[0]);
+            let hi = _mm512_add_ps(_mm512_loadu_ps(p.add(16)), bias[1]);
+            // Lanes with a zero exponent and a nonzero magnitude: the denormals.
+            let denormal = |v: __m512| {
+                let u = _mm512_castps_si512(v);
+                _mm512_mask_test_epi32_mask(_mm512_testn_epi32_mask(u, exponent), u, magnitude)
+            };
+            let dst = out.add(i * ldc);
+            if denormal(lo) | denormal(hi) != 0 {
+                store::<1, u16>(
+                    &[[lo, hi]],
+                    dst,
+                    ldc,
+                    nr,
+                    0,
+                    &Epilogue { bias: None, ..*epi },
+                );
+                continue;
+            }
+            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_mask_storeu_epi16(dst as *mut i16, live, packed);
+        }
+    }
+
     /// Writes an accumulator tile through the epilogue, sixteen columns at a time (partial panels
     /// under a mask).
     #[inline(always)]

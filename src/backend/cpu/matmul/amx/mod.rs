@@ -70,6 +70,18 @@ pub fn fuses_epilogue() -> bool {
     }
 }
 
+/// Whether the epilogue may round and pack bf16 results with VCVTNE2PS2BF16 (AVX-512 BF16 and BW,
+/// with [`fuses_epilogue`]'s features).
+#[cfg(target_arch = "x86_64")]
+fn has_bf16_convert() -> bool {
+    static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *YES.get_or_init(|| {
+        fuses_epilogue()
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512bf16")
+    })
+}
+
 #[inline(always)]
 fn bf16_bits(v: f32) -> u16 {
     (round_bf16(v).to_bits() >> 16) as u16
@@ -626,6 +638,10 @@ unsafe fn epilogue<O: OutElem>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if vector {
+        if std::mem::size_of::<O>() == 2 && epi.round && !epi.gelu && has_bf16_convert() {
+            // The bf16 outputs (`OutElem` is f32 or u16).
+            return super::x86::store_rows_bf16(c, NP, rows, dst as *mut u16, ldc, nr, n0, epi);
+        }
         return super::x86::store_rows(c, NP, rows, dst, ldc, nr, n0, epi);
     }
     let _ = vector;
