@@ -224,10 +224,48 @@ pub fn gelu_tanh_one(a: f32) -> f32 {
 /// `act(g) * u`.
 pub fn silu_mul_inplace<E: Elem>(gate: &mut [E], up: &[E], round: ActDtype) {
     for (x, u) in gate.iter_mut().zip(up) {
-        let g = x.get();
-        let s = r(g / (1.0 + (-g).exp()), round);
-        *x = E::put(s * u.get(), round);
+        *x = E::put(silu(x.get(), round) * u.get(), round);
     }
+}
+
+/// SiLU of one value, rounded to the activation dtype: the definition every path uses.
+#[inline(always)]
+fn silu(g: f32, round: ActDtype) -> f32 {
+    r(g / (1.0 + (-g).exp()), round)
+}
+
+/// [`silu_mul_inplace`] on bf16 bit patterns (bf16 mode), with its bits: the rounded SiLU has one
+/// result per bf16 gate value, so it is looked up in [`silu_bf16_table`] (built by [`silu`])
+/// instead of computed; only the product and its rounding remain.
+pub fn silu_mul_bf16(gate: &mut [u16], up: &[u16]) {
+    assert_eq!(gate.len(), up.len(), "silu_mul_bf16: lengths differ");
+    let table = silu_bf16_table();
+    #[cfg(target_arch = "x86_64")]
+    if super::matmul::has_avx512() && is_x86_feature_detected!("avx512vl") {
+        // SAFETY: the CPU has AVX-512F, BW and VL; the lengths agree; the table has the padding
+        // entry the gather needs.
+        return unsafe { simd::silu_mul_bf16(gate, up, table) };
+    }
+    for (x, &u) in gate.iter_mut().zip(up) {
+        let s = crate::numeric::bf16_to_f32(table[*x as usize]);
+        *x = super::act::bf16_bits(s * crate::numeric::bf16_to_f32(u));
+    }
+}
+
+/// The bf16 bits of `silu(g)` rounded, indexed by the bits of every bf16 `g`, and one padding
+/// entry so that a 32-bit gather at the last index stays inside (128 KB, built once).
+pub fn silu_bf16_table() -> &'static [u16] {
+    static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t: Vec<u16> = (0..=u16::MAX)
+            .map(|b| {
+                let g = crate::numeric::bf16_to_f32(b);
+                super::act::bf16_bits(silu(g, ActDtype::Bf16))
+            })
+            .collect();
+        t.push(0);
+        t
+    })
 }
 
 /// Rotary embedding of every head in one row (half-split convention): angles `pos·inv_freq` in f32,
@@ -349,6 +387,45 @@ mod tests {
             add_assign_bf16(&mut fast, &y);
             add_assign(&mut slow, &y, ActDtype::Bf16);
             assert_eq!(fast, slow, "length {len}");
+        }
+    }
+
+    #[test]
+    fn bf16_silu_mul_gives_the_bits_of_the_generic_op_for_every_gate() {
+        // Every bf16 gate pattern (normals, subnormals, infinities, NaNs) against up values from
+        // all over the range, in lengths that leave masked tails.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let gate: Vec<u16> = (0..=u16::MAX).collect();
+        let up: Vec<u16> = (0..gate.len())
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 48) as u16
+            })
+            .collect();
+        for (g, u) in gate.chunks(4093).zip(up.chunks(4093)) {
+            let (mut fast, mut slow) = (g.to_vec(), g.to_vec());
+            silu_mul_bf16(&mut fast, u);
+            silu_mul_inplace(&mut slow, u, ActDtype::Bf16);
+            for i in 0..g.len() {
+                assert_eq!(fast[i], slow[i], "silu({:#06x}) · {:#06x}", g[i], u[i]);
+            }
+        }
+        // And the table holds the SiLU (a table of the wrong function fails here), within a
+        // bf16 rounding of the f64 value, away from the overflow of e^−g.
+        let table = silu_bf16_table();
+        for b in (0..=u16::MAX).step_by(7) {
+            let g = crate::numeric::bf16_to_f32(b);
+            if !g.is_finite() || g < -80.0 {
+                continue;
+            }
+            let want = g as f64 / (1.0 + (-(g as f64)).exp());
+            let got = crate::numeric::bf16_to_f32(table[b as usize]) as f64;
+            assert!(
+                (got - want).abs() <= want.abs() / 128.0 + 1e-38,
+                "silu({g:e}) = {got:e}, want {want:e}"
+            );
         }
     }
 
@@ -481,7 +558,7 @@ mod tests {
                 let x = _mm512_loadu_ps(bits.as_ptr() as *const f32);
                 let d = simd::round_bf16_ps(simd::gelu_ps(x));
                 _mm512_storeu_ps(direct.as_mut_ptr(), d);
-                _mm512_storeu_ps(lookup.as_mut_ptr(), simd::gelu_bf16_lookup(x, table));
+                _mm512_storeu_ps(lookup.as_mut_ptr(), simd::bf16_lookup(x, table));
             }
             for (i, (d, l)) in direct.iter().zip(lookup).enumerate() {
                 let x = f32::from_bits(bits[i]);
@@ -752,7 +829,7 @@ pub mod simd {
             let m = live_lanes(x.len() - c);
             let p = x.as_mut_ptr().add(c);
             // The GELU rounded once, as the f32 path with `round`.
-            store_bf16(m, p, gelu_bf16_lookup(load_bf16(m, p), table));
+            store_bf16(m, p, bf16_lookup(load_bf16(m, p), table));
         }
     }
 
@@ -790,14 +867,27 @@ pub mod simd {
         }
     }
 
-    /// The rounded GELU of 16 bf16 values (`v` holds bf16 numbers) from [`gelu_bf16_table`].
+    /// The entries of a bf16 table ([`gelu_bf16_table`], [`super::silu_bf16_table`]) at 16 bf16
+    /// values (`v` holds bf16 numbers), as f32.
     #[inline(always)]
-    pub unsafe fn gelu_bf16_lookup(v: __m512, table: &[u16]) -> __m512 {
+    pub unsafe fn bf16_lookup(v: __m512, table: &[u16]) -> __m512 {
         debug_assert_eq!(table.len(), (1 << 16) + 1);
         let idx = _mm512_srli_epi32::<16>(_mm512_castps_si512(v));
         // Little-endian: the entry is the low half of the 32 bits read at its address.
         let g = _mm512_i32gather_epi32::<2>(idx, table.as_ptr() as *const _);
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(g))
+    }
+
+    /// [`super::silu_mul_bf16`]: sixteen gate values looked up in `table` at a time, multiplied
+    /// by the up values, rounded and narrowed. `x` and `y` have the same length.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn silu_mul_bf16(x: &mut [u16], y: &[u16], table: &[u16]) {
+        for c in (0..x.len()).step_by(16) {
+            let m = live_lanes(x.len() - c);
+            let (p, q) = (x.as_mut_ptr().add(c), y.as_ptr().add(c));
+            let s = bf16_lookup(load_bf16(m, p), table);
+            store_bf16(m, p, _mm512_mul_ps(s, load_bf16(m, q)));
+        }
     }
 
     /// [`super::add_assign`] on bf16 bit patterns: each pair of vectors widened, added, rounded and

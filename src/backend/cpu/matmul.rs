@@ -993,7 +993,7 @@ mod x86 {
 
     use super::{bf16_to_f32, f16_to_f32, AMat, BMat, DType, Epilogue, OutElem, SendPtr};
     use crate::backend::cpu::elementwise::simd::{
-        gelu_bf16_lookup, gelu_bf16_table, gelu_ps, live_lanes, round_bf16_ps,
+        bf16_lookup, gelu_bf16_table, gelu_ps, live_lanes, round_bf16_ps,
     };
     use crate::backend::cpu::{pool, CpuWeight};
 
@@ -1483,7 +1483,7 @@ mod x86 {
                 }
                 if epi.gelu {
                     v = match gelu_table {
-                        Some(t) => gelu_bf16_lookup(v, t),
+                        Some(t) => bf16_lookup(v, t),
                         None => gelu_ps(v),
                     };
                 }

@@ -715,11 +715,18 @@ impl Backend for CpuBackend {
         )?;
         let (act, gate) = (self.act, self.own(gate));
         let cols = gate.cols;
-        let data = pair_storage!(&gate.data, &up.data, g, u => {
-            let mut out = g.to_vec();
-            self.zip_rows(&mut out, u, cols, |o, u| elementwise::silu_mul_inplace(o, u, act));
-            ActData::from(out)
-        });
+        let data = match (&gate.data, &up.data) {
+            (ActData::Bf16(g), ActData::Bf16(u)) => {
+                let mut out = g.to_vec();
+                self.zip_rows(&mut out, u, cols, elementwise::silu_mul_bf16);
+                ActData::Bf16(out)
+            }
+            _ => pair_storage!(&gate.data, &up.data, g, u => {
+                let mut out = g.to_vec();
+                self.zip_rows(&mut out, u, cols, |o, u| elementwise::silu_mul_inplace(o, u, act));
+                ActData::from(out)
+            }),
+        };
         Ok(self.stored(data, gate.rows, gate.cols))
     }
 
