@@ -75,6 +75,21 @@ impl std::str::FromStr for ActDtype {
     }
 }
 
+/// Rotary cos/sin pairs for `positions` (row-major, `inv_freq.len()` pairs a row): angles
+/// `pos·inv_freq` in f32, cos and sin rounded to `act`, as transformers computes them. Every
+/// backend rotates with these.
+pub fn rope_cos_sin(positions: &[u32], inv_freq: &[f32], act: ActDtype) -> Vec<(f32, f32)> {
+    positions
+        .iter()
+        .flat_map(|&pos| {
+            inv_freq.iter().map(move |f| {
+                let angle = pos as f32 * f;
+                (act.round(angle.cos()), act.round(angle.sin()))
+            })
+        })
+        .collect()
+}
+
 /// The device a model runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendKind {

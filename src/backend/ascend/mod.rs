@@ -581,9 +581,8 @@ impl AscendBackend {
         Ok(out)
     }
 
-    /// Rotary cos/sin rows `[rows, head_dim]` for `positions`, computed as the CPU backend computes
-    /// them (f32 angles, rounded to the activation dtype) and kept for the next call with the same
-    /// positions.
+    /// Rotary cos/sin rows `[rows, head_dim]` for `positions` ([`super::rope_cos_sin`], each pair
+    /// in both halves), kept for the next call with the same positions.
     fn rope_rows(
         &self,
         inner: &mut Inner,
@@ -599,14 +598,12 @@ impl AscendBackend {
         let half = head_dim / 2;
         let n = positions.len() * head_dim;
         let (mut cos, mut sin) = (vec![0f32; n], vec![0f32; n]);
-        for (r, &pos) in positions.iter().enumerate() {
-            for (i, f) in inv_freq.iter().enumerate() {
-                let angle = pos as f32 * f;
-                let (c, s) = (self.act.round(angle.cos()), self.act.round(angle.sin()));
-                for j in [i, i + half] {
-                    cos[r * head_dim + j] = c;
-                    sin[r * head_dim + j] = s;
-                }
+        let pairs = super::rope_cos_sin(positions, inv_freq, self.act);
+        for (k, &(c, s)) in pairs.iter().enumerate() {
+            let (r, i) = (k / half, k % half);
+            for j in [i, i + half] {
+                cos[r * head_dim + j] = c;
+                sin[r * head_dim + j] = s;
             }
         }
         let mut bytes = vec![0u8; n * self.elem];

@@ -268,28 +268,11 @@ pub fn silu_bf16_table() -> &'static [u16] {
     })
 }
 
-/// Rotary embedding of every head in one row (half-split convention): angles `pos·inv_freq` in f32,
-/// cos/sin rounded to the activation dtype, each product and sum rounded as in transformers.
-pub fn rope_row<E: Elem>(
-    row: &mut [E],
-    head_dim: usize,
-    pos: u32,
-    inv_freq: &[f32],
-    round: ActDtype,
-) {
+/// Rotary embedding of every head in one row (half-split convention) by its `cs` pairs from
+/// [`crate::backend::rope_cos_sin`], each product and sum rounded as in transformers.
+pub fn rope_row<E: Elem>(row: &mut [E], head_dim: usize, cs: &[(f32, f32)], round: ActDtype) {
     let half = head_dim / 2;
-    debug_assert_eq!(inv_freq.len(), half);
-    let mut cs = [(0f32, 0f32); 256];
-    let cs = if half <= 256 {
-        &mut cs[..half]
-    } else {
-        // Heads wider than 512 are not in any Idefics3 checkpoint; stay correct anyway.
-        return rope_row_wide(row, head_dim, pos, inv_freq, round);
-    };
-    for (i, c) in cs.iter_mut().enumerate() {
-        let angle = pos as f32 * inv_freq[i];
-        *c = (r(angle.cos(), round), r(angle.sin(), round));
-    }
+    debug_assert_eq!(cs.len(), half);
     for head in row.chunks_exact_mut(head_dim) {
         let (lo, hi) = head.split_at_mut(half);
         for i in 0..half {
@@ -297,25 +280,6 @@ pub fn rope_row<E: Elem>(
             let (x1, x2) = (lo[i].get(), hi[i].get());
             lo[i] = E::put(r(x1 * c, round) - r(x2 * s, round), round);
             hi[i] = E::put(r(x2 * c, round) + r(x1 * s, round), round);
-        }
-    }
-}
-
-fn rope_row_wide<E: Elem>(
-    row: &mut [E],
-    head_dim: usize,
-    pos: u32,
-    inv_freq: &[f32],
-    round: ActDtype,
-) {
-    let half = head_dim / 2;
-    for head in row.chunks_exact_mut(head_dim) {
-        for i in 0..half {
-            let angle = pos as f32 * inv_freq[i];
-            let (c, s) = (r(angle.cos(), round), r(angle.sin(), round));
-            let (x1, x2) = (head[i].get(), head[i + half].get());
-            head[i] = E::put(r(x1 * c, round) - r(x2 * s, round), round);
-            head[i + half] = E::put(r(x2 * c, round) + r(x1 * s, round), round);
         }
     }
 }
@@ -329,7 +293,8 @@ mod tests {
         // head_dim 4: pairs (0, 2) and (1, 3). inv_freq [1, 0.5] at position 1 rotates the first pair by
         // 1 rad and the second by 0.5 rad.
         let mut row = [1.0f32, 2.0, 3.0, 4.0];
-        rope_row(&mut row, 4, 1, &[1.0, 0.5], ActDtype::F32);
+        let cs = crate::backend::rope_cos_sin(&[1], &[1.0, 0.5], ActDtype::F32);
+        rope_row(&mut row, 4, &cs, ActDtype::F32);
         let (c1, s1) = (1f32.cos(), 1f32.sin());
         let (c2, s2) = (0.5f32.cos(), 0.5f32.sin());
         let want = [
@@ -343,7 +308,8 @@ mod tests {
         }
         // Position 0 is the identity.
         let mut row0 = [1.0f32, 2.0, 3.0, 4.0];
-        rope_row(&mut row0, 4, 0, &[1.0, 0.5], ActDtype::F32);
+        let cs = crate::backend::rope_cos_sin(&[0], &[1.0, 0.5], ActDtype::F32);
+        rope_row(&mut row0, 4, &cs, ActDtype::F32);
         assert_eq!(row0, [1.0, 2.0, 3.0, 4.0]);
     }
 

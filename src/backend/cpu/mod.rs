@@ -221,6 +221,15 @@ impl CpuWeight {
 pub struct CpuBackend {
     act: ActDtype,
     pool: pool::ThreadPool,
+    /// The last rotary table: a forward ropes q and k of every layer at the same positions.
+    rope: std::sync::Mutex<Option<RopeTable>>,
+}
+
+/// Rotary cos/sin pairs ([`crate::backend::rope_cos_sin`]) and what they were made for.
+struct RopeTable {
+    positions: Vec<u32>,
+    inv_freq: Vec<f32>,
+    cs: std::sync::Arc<Vec<(f32, f32)>>,
 }
 
 /// The thread count a backend runs on: `None` is one per available core; more than the available
@@ -245,12 +254,36 @@ impl CpuBackend {
         let threads = resolve_threads(threads)?;
         let pool = pool::ThreadPool::new(threads)
             .map_err(|e| Error::input(format!("cannot start the thread pool: {e}")))?;
-        Ok(CpuBackend { act, pool })
+        Ok(CpuBackend {
+            act,
+            pool,
+            rope: Default::default(),
+        })
     }
 
     /// Number of worker threads.
     pub fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    /// The rotary pairs for `positions`, computed once for all the q and k of a forward.
+    fn rope_table(&self, positions: &[u32], inv_freq: &[f32]) -> std::sync::Arc<Vec<(f32, f32)>> {
+        // A poisoned lock only means a panic elsewhere mid-update; the table is rebuilt below.
+        let mut last = self.rope.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some(t) if t.positions == positions && t.inv_freq == inv_freq => t.cs.clone(),
+            _ => {
+                let cs = std::sync::Arc::new(crate::backend::rope_cos_sin(
+                    positions, inv_freq, self.act,
+                ));
+                *last = Some(RopeTable {
+                    positions: positions.to_vec(),
+                    inv_freq: inv_freq.to_vec(),
+                    cs: cs.clone(),
+                });
+                cs
+            }
+        }
     }
 
     /// Whether the kernels that only know bf16 rounding (matmul, attention, GELU) round.
@@ -745,27 +778,20 @@ impl Backend for CpuBackend {
             inv_freq.len(),
         )?;
         self.adopt(x);
-        let (act, cols) = (self.act, x.cols);
-        fn rope<E: Elem>(
-            d: &mut [E],
-            cols: usize,
-            pos: &[u32],
-            hd: usize,
-            f: &[f32],
-            act: ActDtype,
-        ) {
+        let (act, cols, half) = (self.act, x.cols, head_dim / 2);
+        let cs = self.rope_table(positions, inv_freq);
+        fn rope<E: Elem>(d: &mut [E], cols: usize, cs: &[(f32, f32)], hd: usize, act: ActDtype) {
             d.chunks_exact_mut(cols)
-                .zip(pos)
-                .for_each(|(row, &p)| elementwise::rope_row(row, hd, p, f, act))
+                .zip(cs.chunks_exact(hd / 2))
+                .for_each(|(row, cs)| elementwise::rope_row(row, hd, cs, act))
         }
         any_storage!(&mut x.data, d => {
             if x.rows <= SEQUENTIAL_ROWS {
-                rope(d, cols, positions, head_dim, inv_freq, act);
+                rope(d, cols, &cs, head_dim, act);
             } else {
                 self.pool.install(|| {
                     pool::chunks_mut(d, cols * ROWS_PER_TASK, || (), |_, t, c| {
-                        let pos = &positions[t * ROWS_PER_TASK..];
-                        rope(c, cols, pos, head_dim, inv_freq, act)
+                        rope(c, cols, &cs[t * ROWS_PER_TASK * half..], head_dim, act)
                     })
                 });
             }
