@@ -324,13 +324,15 @@ fn fused_gelu_matmul_equals_matmul_then_gelu() {
 
 #[test]
 fn bf16_rows_in_and_out_give_the_bits_of_the_f32_path() {
-    // bf16 mode hands the tile kernel its activations as stored and takes bf16 results from its
-    // epilogue: the bits must be those of the f32-valued path (f32 rows in, rounded f32 out) of the
-    // same kernel, for rows read in place (K a multiple of 32, ragged M: the last rows are copied)
-    // and packed (other K), with and without bias and fused GELU.
+    // bf16 mode hands the tile kernel (or the AVX-512 panel kernels) its activations as stored and
+    // takes bf16 results from its epilogue: the bits must be those of the f32-valued path (f32 rows
+    // in, rounded f32 out) of the same kernel, for rows read in place (K a multiple of 32, ragged M:
+    // the last rows are copied) and packed (other K), with and without bias and fused GELU, one
+    // weight or two sharing the activations.
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(2024);
     let tiles = best_isa().is_amx();
+    let runs = tiles || matches!(best_isa(), Isa::Avx512Bf16 | Isa::Avx512);
     for &(m, k, n) in &[
         (37, 64, 70),
         (48, 96, 33),
@@ -341,6 +343,8 @@ fn bf16_rows_in_and_out_give_the_bits_of_the_f32_path() {
         let (_, _, ck) = weight(&dir, n, k, Dtype::BF16, &mut rng);
         let b16 = CpuBackend::new(ActDtype::Bf16, Some(2)).unwrap();
         let w = b16.load_weight(ck.get("w").unwrap(), n).unwrap();
+        let (_, _, ck2) = weight(&dir, n + 13, k, Dtype::BF16, &mut rng);
+        let w2 = b16.load_weight(ck2.get("w").unwrap(), n + 13).unwrap();
         let bias = rng.vec(n);
         // f32 denormals in the bias: the zero first row of A gives them as results, which the
         // epilogue's one-instruction bf16 conversion would read as zero.
@@ -360,25 +364,30 @@ fn bf16_rows_in_and_out_give_the_bits_of_the_f32_path() {
             (Some(&bias[..]), true),
             (Some(&denormal_bias[..]), false),
         ] {
-            let got = matmul_bf16(AMat::Bf16(&xb), m, &[(&w, bias)], gelu);
+            let pair = [(&w, bias), (&w2, None)];
+            let ws = if gelu { &pair[..1] } else { &pair[..] };
+            let got = matmul_bf16(AMat::Bf16(&xb), m, ws, gelu);
             let Some(got) = got else {
-                assert!(!tiles || m <= 4, "the tiles must run {m}×{k}×{n}");
+                assert!(!runs || m <= 4, "the bf16 kernels must run {m}×{k}×{n}");
                 continue;
             };
-            assert!(tiles, "matmul_bf16 ran without the tiles");
+            assert!(runs && m > 4, "matmul_bf16 ran on {:?}", best_isa());
             let want = if gelu {
-                matmul_gelu(AMat::F32(&x), m, &w, bias, true)
+                vec![matmul_gelu(AMat::F32(&x), m, &w, bias, true)]
             } else {
-                matmul_multi(AMat::F32(&x), m, &[(&w, bias)], true).remove(0)
+                matmul_multi(AMat::F32(&x), m, ws, true)
             };
-            let got: Vec<u32> = got[0].iter().map(|&b| (b as u32) << 16).collect();
-            let want: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
-            assert_eq!(
-                got,
-                want,
-                "({m},{k},{n}) bias {} gelu {gelu}",
-                bias.is_some()
-            );
+            assert_eq!(got.len(), want.len());
+            for (j, (got, want)) in got.iter().zip(&want).enumerate() {
+                let got: Vec<u32> = got.iter().map(|&b| (b as u32) << 16).collect();
+                let want: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(
+                    got,
+                    want,
+                    "({m},{k},{n}) weight {j} bias {} gelu {gelu}",
+                    bias.is_some()
+                );
+            }
         }
     }
 }

@@ -387,10 +387,10 @@ pub fn matmul_gelu(
 }
 
 /// `x·Wᵢᵀ (+ bᵢ)` for each weight, GELU applied when `gelu`, as the bit patterns of the bf16 results
-/// (the values [`matmul_multi`] and [`matmul_gelu`] give with `round`), written by the AMX tile
-/// kernel's epilogue without an f32 copy. `None` where the tiles do not run this product (no AMX,
-/// a matrix-vector product, or a GELU the epilogue cannot fuse): the caller then takes the f32 path.
-/// `x` must hold bf16 values.
+/// (the values [`matmul_multi`] and [`matmul_gelu`] give with `round`), written by the epilogue of
+/// the AMX tile kernel or of the AVX-512 panel kernels without an f32 copy. `None` where neither runs
+/// this product (a matrix-vector product, a CPU without AVX-512, or a GELU the tile epilogue cannot
+/// fuse): the caller then takes the f32 path. `x` must hold bf16 values.
 pub fn matmul_bf16(
     x: AMat,
     m: usize,
@@ -398,37 +398,60 @@ pub fn matmul_bf16(
     gelu: bool,
 ) -> Option<Vec<Vec<u16>>> {
     let isa = best_isa();
-    if !isa.is_amx() || m <= GEMV_ROWS || (gelu && !amx::fuses_epilogue()) {
+    let k = ws.first()?.0.cols;
+    if m <= GEMV_ROWS || ws.iter().any(|(w, _)| w.cols != k) {
         return None;
     }
-    let k = ws.first()?.0.cols;
-    let ta = amx::TileA::new(x, m, k, true);
-    let outs = ws
+    let epis: Vec<Epilogue> = ws
         .iter()
-        .map(|&(w, bias)| {
-            assert_eq!(w.cols, k, "matmul_bf16: inner dimensions differ");
-            let epi = Epilogue {
-                bias,
-                round: true,
-                gelu,
-            };
-            let len = m * w.rows;
-            let mut out: Vec<u16> = Vec::with_capacity(len);
+        .map(|&(_, bias)| Epilogue {
+            bias,
+            round: true,
+            gelu,
+        })
+        .collect();
+    let mut outs: Vec<Vec<u16>> = ws
+        .iter()
+        .map(|(w, _)| Vec::with_capacity(m * w.rows))
+        .collect();
+    if isa.is_amx() {
+        if gelu && !amx::fuses_epilogue() {
+            return None;
+        }
+        let ta = amx::TileA::new(x, m, k, true);
+        for (((w, _), epi), out) in ws.iter().zip(&epis).zip(outs.iter_mut()) {
+            let out = &mut out.spare_capacity_mut()[..m * w.rows];
             amx::gemm(
                 isa == Isa::Amx,
                 &ta,
                 w.tile_b(),
                 w.rows,
                 w.rows,
-                &epi,
-                &mut out.spare_capacity_mut()[..len],
+                epi,
+                out,
                 true,
             );
-            // SAFETY: the tile kernel wrote every one of the `len` elements.
-            unsafe { out.set_len(len) };
-            out
-        })
-        .collect();
+        }
+    } else {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa, Isa::Avx512Bf16 | Isa::Avx512) {
+            let jobs: Vec<(&CpuWeight, &Epilogue, SendPtr<u16>)> = ws
+                .iter()
+                .zip(&epis)
+                .zip(outs.iter_mut())
+                .map(|((&(w, _), e), o)| (w, e, SendPtr(o.as_mut_ptr())))
+                .collect();
+            x86::gemm_multi(isa == Isa::Avx512Bf16, x, m, k, &jobs);
+        } else {
+            return None;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        return None;
+    }
+    for ((w, _), out) in ws.iter().zip(outs.iter_mut()) {
+        // SAFETY: the kernels wrote every one of the `m × rows` elements.
+        unsafe { out.set_len(m * w.rows) };
+    }
     Some(outs)
 }
 
@@ -707,7 +730,7 @@ impl<'a> Packed<'a> {
         }
         #[cfg(target_arch = "x86_64")]
         if let Some(p) = &self.avx {
-            return x86::gemm_prepacked(AMat::F32(a), &[], m, p, n, &epi, out, false);
+            return x86::gemm_prepacked(AMat::F32(a), &[], m, p, n, &epi, uninit(out), false);
         }
         dot_gemm(
             best_isa().base(),
@@ -990,8 +1013,9 @@ fn dot<const MR: usize, M: Madd, const L: usize>(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
-    use super::{bf16_to_f32, f16_to_f32, AMat, BMat, DType, Epilogue, OutElem, SendPtr};
+    use super::{bf16_to_f32, f16_to_f32, uninit, AMat, BMat, DType, Epilogue, OutElem, SendPtr};
     use crate::backend::cpu::elementwise::simd::{
         bf16_lookup, gelu_bf16_table, gelu_ps, live_lanes, round_bf16_ps,
     };
@@ -1014,10 +1038,12 @@ mod x86 {
     macro_rules! dispatch_mr {
         ($mr:expr, $f:ident, $($arg:expr),*) => {
             match $mr {
-                1 => $f::<1>($($arg),*), 2 => $f::<2>($($arg),*), 3 => $f::<3>($($arg),*),
-                4 => $f::<4>($($arg),*), 5 => $f::<5>($($arg),*), 6 => $f::<6>($($arg),*),
-                7 => $f::<7>($($arg),*), 8 => $f::<8>($($arg),*), 9 => $f::<9>($($arg),*),
-                10 => $f::<10>($($arg),*), 11 => $f::<11>($($arg),*), _ => $f::<12>($($arg),*),
+                1 => $f::<1, _>($($arg),*), 2 => $f::<2, _>($($arg),*),
+                3 => $f::<3, _>($($arg),*), 4 => $f::<4, _>($($arg),*),
+                5 => $f::<5, _>($($arg),*), 6 => $f::<6, _>($($arg),*),
+                7 => $f::<7, _>($($arg),*), 8 => $f::<8, _>($($arg),*),
+                9 => $f::<9, _>($($arg),*), 10 => $f::<10, _>($($arg),*),
+                11 => $f::<11, _>($($arg),*), _ => $f::<12, _>($($arg),*),
             }
         };
     }
@@ -1214,20 +1240,30 @@ mod x86 {
         let packed = PackedB::new(b, k, bf16, true);
         if bf16 {
             let ah = pack_a_bf16(a, k, true);
-            gemm_prepacked(a, &ah, m, &packed, packed.n, epi, out, true);
+            gemm_prepacked(a, &ah, m, &packed, packed.n, epi, uninit(out), true);
         } else {
             let a = a.to_f32();
-            gemm_prepacked(AMat::F32(&a), &[], m, &packed, packed.n, epi, out, true);
+            gemm_prepacked(
+                AMat::F32(&a),
+                &[],
+                m,
+                &packed,
+                packed.n,
+                epi,
+                uninit(out),
+                true,
+            );
         }
     }
 
     /// Several weights times the same many-row A: A is converted to bf16 once for all of them.
-    pub(super) fn gemm_multi(
+    /// Each job's output is `m × rows` elements, all of which are written.
+    pub(super) fn gemm_multi<O: OutElem>(
         bf16: bool,
         a: AMat,
         m: usize,
         k: usize,
-        jobs: &[(&CpuWeight, &Epilogue, SendPtr<f32>)],
+        jobs: &[(&CpuWeight, &Epilogue, SendPtr<O>)],
     ) {
         let (ah, wide) = if bf16 {
             (pack_a_bf16(a, k, true), Default::default())
@@ -1238,7 +1274,9 @@ mod x86 {
         for (w, epi, out) in jobs {
             let packed = PackedB::new(BMat::Weight(w), k, bf16, true);
             // SAFETY: `out` points to an `m × rows` buffer owned by the caller for this call.
-            let out = unsafe { std::slice::from_raw_parts_mut(out.get(), m * w.rows) };
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(out.get() as *mut MaybeUninit<O>, m * w.rows)
+            };
             gemm_prepacked(a, &ah, m, &packed, packed.n, epi, out, true);
         }
     }
@@ -1247,14 +1285,14 @@ mod x86 {
     /// when B is packed as bf16 (else unused), so one conversion of A can serve several products.
     /// The f32 kernel needs A stored as f32.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn gemm_prepacked(
+    pub(super) fn gemm_prepacked<O: OutElem>(
         a: AMat,
         ah: &[u16],
         m: usize,
         b: &PackedB,
         n: usize,
         epi: &Epilogue,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<O>],
         parallel: bool,
     ) {
         let (k, bf16) = (b.k, b.bf16);
@@ -1282,7 +1320,7 @@ mod x86 {
         let task_panels = PANELS_PER_TASK.min(panels);
         let p_blocks = panels.div_ceil(task_panels);
         let m_blocks = m.div_ceil(MB);
-        let out_ptr = SendPtr(out.as_mut_ptr());
+        let out_ptr = SendPtr(out.as_mut_ptr() as *mut O);
         let task = |t: usize| {
             let (bi, bp) = (t / p_blocks, t % p_blocks);
             let (m0, m1) = (bi * MB, ((bi + 1) * MB).min(m));
@@ -1319,12 +1357,12 @@ mod x86 {
 
     #[target_feature(enable = "avx512f,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel_f32<const R: usize>(
+    unsafe fn kernel_f32<const R: usize, O: OutElem>(
         k: usize,
         a: *const f32,
         lda: usize,
         b: *const f32,
-        c: *mut f32,
+        c: *mut O,
         ldc: usize,
         nr: usize,
         n0: usize,
@@ -1345,12 +1383,12 @@ mod x86 {
 
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel_bf16<const R: usize>(
+    unsafe fn kernel_bf16<const R: usize, O: OutElem>(
         k2: usize,
         a: *const u32,
         lda2: usize,
         b: *const u16,
-        c: *mut f32,
+        c: *mut O,
         ldc: usize,
         nr: usize,
         n0: usize,
