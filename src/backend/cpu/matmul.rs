@@ -1368,8 +1368,17 @@ mod x86 {
         n0: usize,
         epi: &Epilogue,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        for p in 0..k {
+        if k == 0 {
+            return store(&[[_mm512_setzero_ps(); 2]; R], c, ldc, nr, n0, epi);
+        }
+        // The first step sets the accumulators: zeroing them instead compiles, for the larger R,
+        // to a memset of the whole array on each call (it lives in memory for the epilogue).
+        let (b0, b1) = (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)));
+        let mut acc: [[__m512; 2]; R] = std::array::from_fn(|i| {
+            let av = _mm512_set1_ps(*a.add(i * lda));
+            [_mm512_mul_ps(av, b0), _mm512_mul_ps(av, b1)]
+        });
+        for p in 1..k {
             let b0 = _mm512_loadu_ps(b.add(p * NR));
             let b1 = _mm512_loadu_ps(b.add(p * NR + 16));
             for (i, row) in acc.iter_mut().enumerate() {
@@ -1394,8 +1403,21 @@ mod x86 {
         n0: usize,
         epi: &Epilogue,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        for p in 0..k2 {
+        if k2 == 0 {
+            return store(&[[_mm512_setzero_ps(); 2]; R], c, ldc, nr, n0, epi);
+        }
+        // As in `kernel_f32`, the first step sets the accumulators.
+        let zero = _mm512_setzero_ps();
+        let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b as *const _));
+        let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(32) as *const _));
+        let mut acc: [[__m512; 2]; R] = std::array::from_fn(|i| {
+            let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(i * lda2) as i32));
+            [
+                _mm512_dpbf16_ps(zero, av, b0),
+                _mm512_dpbf16_ps(zero, av, b1),
+            ]
+        });
+        for p in 1..k2 {
             let b0: __m512bh =
                 std::mem::transmute(_mm512_loadu_si512(b.add(p * NR * 2) as *const _));
             let b1: __m512bh =
