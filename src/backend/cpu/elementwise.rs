@@ -169,12 +169,19 @@ pub fn add_assign<E: Elem>(x: &mut [E], y: &[E], round: ActDtype) {
     }
 }
 
+/// Whether the AVX-512 kernels run (see [`super::matmul::has_avx512`]) on a CPU with AVX-512VL, which
+/// the 16-bit loads and stores of the bf16 row passes need.
+#[cfg(target_arch = "x86_64")]
+fn has_avx512_vl() -> bool {
+    super::matmul::has_avx512() && is_x86_feature_detected!("avx512vl")
+}
+
 /// `x += y` on bf16 bit patterns, rounded to bf16: [`add_assign`] on 16 lanes at a time where the
 /// CPU has AVX-512.
 pub fn add_assign_bf16(x: &mut [u16], y: &[u16]) {
     assert_eq!(x.len(), y.len(), "add_assign_bf16: lengths differ");
     #[cfg(target_arch = "x86_64")]
-    if super::matmul::has_avx512() && is_x86_feature_detected!("avx512vl") {
+    if has_avx512_vl() {
         // SAFETY: the CPU has AVX-512F, BW and VL; the lengths agree.
         return unsafe { simd::add_assign_bf16(x, y) };
     }
@@ -199,7 +206,7 @@ pub fn gelu_tanh(x: &mut [f32], round: bool) {
 /// [`gelu_tanh`] with rounding, stored in 16 bits.
 pub fn gelu_tanh_bf16(x: &mut [u16]) {
     #[cfg(target_arch = "x86_64")]
-    if super::matmul::has_avx512() && is_x86_feature_detected!("avx512vl") {
+    if has_avx512_vl() {
         // SAFETY: the CPU has AVX-512F, BW, VL and FMA.
         return unsafe { simd::gelu_tanh_bf16(x) };
     }
@@ -241,7 +248,7 @@ pub fn silu_mul_bf16(gate: &mut [u16], up: &[u16]) {
     assert_eq!(gate.len(), up.len(), "silu_mul_bf16: lengths differ");
     let table = silu_bf16_table();
     #[cfg(target_arch = "x86_64")]
-    if super::matmul::has_avx512() && is_x86_feature_detected!("avx512vl") {
+    if has_avx512_vl() {
         // SAFETY: the CPU has AVX-512F, BW and VL; the lengths agree; the table has the padding
         // entry the gather needs.
         return unsafe { simd::silu_mul_bf16(gate, up, table) };

@@ -397,30 +397,64 @@ pub fn matmul_bf16(
     ws: &[(&CpuWeight, Option<&[f32]>)],
     gelu: bool,
 ) -> Option<Vec<Vec<u16>>> {
-    let isa = best_isa();
     let k = ws.first()?.0.cols;
-    if m <= GEMV_ROWS || ws.iter().any(|(w, _)| w.cols != k) {
+    if m <= GEMV_ROWS
+        || ws.iter().any(|(w, _)| w.cols != k)
+        || (gelu && best_isa().is_amx() && !amx::fuses_epilogue())
+    {
         return None;
     }
-    let epis: Vec<Epilogue> = ws
-        .iter()
-        .map(|&(_, bias)| Epilogue {
-            bias,
-            round: true,
-            gelu,
-        })
-        .collect();
+    let epis = epilogues(ws, true, gelu);
     let mut outs: Vec<Vec<u16>> = ws
         .iter()
         .map(|(w, _)| Vec::with_capacity(m * w.rows))
         .collect();
-    if isa.is_amx() {
-        if gelu && !amx::fuses_epilogue() {
-            return None;
-        }
+    let mut spare: Vec<&mut [std::mem::MaybeUninit<u16>]> = outs
+        .iter_mut()
+        .zip(ws)
+        .map(|(o, (w, _))| &mut o.spare_capacity_mut()[..m * w.rows])
+        .collect();
+    if !many_row_products(x, m, ws, &epis, true, &mut spare) {
+        return None;
+    }
+    for ((w, _), out) in ws.iter().zip(outs.iter_mut()) {
+        // SAFETY: the kernels wrote every one of the `m × rows` elements.
+        unsafe { out.set_len(m * w.rows) };
+    }
+    Some(outs)
+}
+
+/// The epilogue of each of `ws`: its bias, then `round` and `gelu`.
+fn epilogues<'a>(
+    ws: &[(&CpuWeight, Option<&'a [f32]>)],
+    round: bool,
+    gelu: bool,
+) -> Vec<Epilogue<'a>> {
+    ws.iter()
+        .map(|&(_, bias)| Epilogue { bias, round, gelu })
+        .collect()
+}
+
+/// `x·Wᵢᵀ` through `epis[i]` into `outs[i]` (`m × rows` elements each, every one written) for
+/// products of more than [`GEMV_ROWS`] rows sharing A: on the tiles where they run (`bf16_inputs`:
+/// `x` and the weights hold bf16 values), else on the AVX-512 panel kernels. False, with nothing
+/// written, where neither runs.
+fn many_row_products<O: OutElem>(
+    x: AMat,
+    m: usize,
+    ws: &[(&CpuWeight, Option<&[f32]>)],
+    epis: &[Epilogue],
+    bf16_inputs: bool,
+    outs: &mut [&mut [std::mem::MaybeUninit<O>]],
+) -> bool {
+    debug_assert!(m > GEMV_ROWS && ws.len() == epis.len() && ws.len() == outs.len());
+    let isa = best_isa();
+    let k = ws[0].0.cols;
+    if isa.is_amx() && bf16_inputs {
+        // A is converted to tiles once for all the weights.
         let ta = amx::TileA::new(x, m, k, true);
-        for (((w, _), epi), out) in ws.iter().zip(&epis).zip(outs.iter_mut()) {
-            let out = &mut out.spare_capacity_mut()[..m * w.rows];
+        for (((w, _), epi), out) in ws.iter().zip(epis).zip(outs.iter_mut()) {
+            assert_eq!(w.cols, k, "matmul: inner dimensions differ");
             amx::gemm(
                 isa == Isa::Amx,
                 &ta,
@@ -432,27 +466,23 @@ pub fn matmul_bf16(
                 true,
             );
         }
-    } else {
-        #[cfg(target_arch = "x86_64")]
-        if matches!(isa, Isa::Avx512Bf16 | Isa::Avx512) {
-            let jobs: Vec<(&CpuWeight, &Epilogue, SendPtr<u16>)> = ws
-                .iter()
-                .zip(&epis)
-                .zip(outs.iter_mut())
-                .map(|((&(w, _), e), o)| (w, e, SendPtr(o.as_mut_ptr())))
-                .collect();
-            x86::gemm_multi(isa == Isa::Avx512Bf16, x, m, k, &jobs);
-        } else {
-            return None;
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        return None;
+        return true;
     }
-    for ((w, _), out) in ws.iter().zip(outs.iter_mut()) {
-        // SAFETY: the kernels wrote every one of the `m × rows` elements.
-        unsafe { out.set_len(m * w.rows) };
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        let jobs: Vec<(&CpuWeight, &Epilogue, SendPtr<O>)> = ws
+            .iter()
+            .zip(epis)
+            .zip(outs.iter_mut())
+            .map(|((&(w, _), e), o)| {
+                assert_eq!(w.cols * m, x.len(), "matmul: inner dimensions differ");
+                (w, e, SendPtr(o.as_mut_ptr() as *mut O))
+            })
+            .collect();
+        x86::gemm_multi(isa == Isa::Avx512Bf16 && bf16_inputs, x, m, k, &jobs);
+        return true;
     }
-    Some(outs)
+    false
 }
 
 /// A zero-filled buffer whose first element sits on a 64-byte boundary. Tile rows (64 bytes) that
@@ -521,42 +551,16 @@ pub fn matmul_multi(
     ws: &[(&CpuWeight, Option<&[f32]>)],
     round: bool,
 ) -> Vec<Vec<f32>> {
-    let isa = best_isa();
     let mut outs: Vec<Vec<f32>> = ws.iter().map(|(w, _)| vec![0f32; m * w.rows]).collect();
-    if isa.is_amx() && round && m > GEMV_ROWS {
-        // A is converted to tiles once for all the weights.
-        let k = ws[0].0.cols;
-        let ta = amx::TileA::new(x, m, k, true);
-        for ((w, bias), out) in ws.iter().zip(outs.iter_mut()) {
-            assert_eq!(w.cols, k, "matmul_multi: inner dimensions differ");
-            let epi = Epilogue {
-                bias: *bias,
-                round,
-                gelu: false,
-            };
-            amx::gemm(
-                isa == Isa::Amx,
-                &ta,
-                w.tile_b(),
-                w.rows,
-                w.rows,
-                &epi,
-                uninit(out),
-                true,
-            );
+    let epis = epilogues(ws, round, false);
+    if m > GEMV_ROWS {
+        let mut views: Vec<_> = outs.iter_mut().map(|o| uninit(o)).collect();
+        if many_row_products(x, m, ws, &epis, round, &mut views) {
+            return outs;
         }
-        return outs;
     }
     #[cfg(target_arch = "x86_64")]
     if has_avx512() && m > 0 {
-        let epis: Vec<Epilogue> = ws
-            .iter()
-            .map(|&(_, bias)| Epilogue {
-                bias,
-                round,
-                gelu: false,
-            })
-            .collect();
         let jobs: Vec<(&CpuWeight, &Epilogue, SendPtr<f32>)> = ws
             .iter()
             .zip(&epis)
@@ -566,20 +570,11 @@ pub fn matmul_multi(
                 (w, e, SendPtr(o.as_mut_ptr()))
             })
             .collect();
-        if m <= GEMV_ROWS {
-            x86::gemv_multi(&x.to_f32(), m, &jobs);
-        } else {
-            x86::gemm_multi(isa == Isa::Avx512Bf16 && round, x, m, ws[0].0.cols, &jobs);
-        }
+        x86::gemv_multi(&x.to_f32(), m, &jobs);
         return outs;
     }
-    for ((w, bias), out) in ws.iter().zip(outs.iter_mut()) {
-        let epi = Epilogue {
-            bias: *bias,
-            round,
-            gelu: false,
-        };
-        gemm_epi(isa, x, m, w.cols, BMat::Weight(w), &epi, round, out);
+    for (((w, _), epi), out) in ws.iter().zip(&epis).zip(outs.iter_mut()) {
+        gemm_epi(best_isa(), x, m, w.cols, BMat::Weight(w), epi, round, out);
     }
     outs
 }
