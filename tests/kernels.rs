@@ -461,6 +461,57 @@ fn packed_products_of_strided_bf16_rows_equal_those_of_their_f32_copies() {
     }
 }
 
+#[test]
+fn bf16_views_pack_like_their_f32_copies() {
+    // Attention packs K (rows are storage rows) and Vᵀ (rows are storage columns) straight from
+    // bf16 storage; each must multiply as the same view of the widened values does, odd depths and
+    // partial panels included.
+    let mut rng = Rng(47);
+    for &(m, k, n, stride) in &[
+        (20, 64, 70, 192),
+        (13, 33, 45, 40),
+        (5, 7, 3, 9),
+        (18, 96, 32, 96),
+    ] {
+        let a = bf16_vec(&mut rng, m * k);
+        for transposed in [false, true] {
+            // Element (r, c) of B at r·row_stride + c·col_stride inside `len` stored values.
+            let (row_stride, col_stride, len) = if transposed {
+                (1, stride.max(n), k * stride.max(n))
+            } else {
+                (stride.max(k), 1, n * stride.max(k))
+            };
+            let vals = bf16_vec(&mut rng, len);
+            let bits: Vec<u16> = vals.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+            let view = BMat::View {
+                data: &vals,
+                rows: n,
+                cols: k,
+                row_stride,
+                col_stride,
+            };
+            let bf16_view = BMat::Bf16View {
+                data: &bits,
+                rows: n,
+                cols: k,
+                row_stride,
+                col_stride,
+            };
+            for bf16_inputs in [true, false] {
+                let (mut got, mut want) = (vec![0f32; m * n], vec![0f32; m * n]);
+                Packed::new(bf16_view, bf16_inputs).gemm(&a, m, n, &mut got);
+                Packed::new(view, bf16_inputs).gemm(&a, m, n, &mut want);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "({m},{k},{n}) stride {stride} transposed {transposed} bf16 {bf16_inputs}"
+                );
+            }
+        }
+    }
+}
+
 fn bf16_vec(rng: &mut Rng, n: usize) -> Vec<f32> {
     rng.vec(n)
         .iter()

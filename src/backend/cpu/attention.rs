@@ -83,8 +83,8 @@ impl<'a> Kv<'a> {
     }
 }
 
-/// Attention of every query row of `q` over the keys it may see: bf16 bit patterns where the tiles
-/// ran (bf16 mode: `round` and bf16 q, k, v), f32 values otherwise.
+/// Attention of every query row of `q` over the keys it may see: bf16 bit patterns where the bf16
+/// kernels ran (bf16 mode: `round` and bf16 q, k, v), f32 values otherwise.
 pub fn attention(q: Kv, k: Kv, v: Kv, p: &AttentionParams, round: bool) -> ActData {
     let hd = p.head_dim;
     let (q_cols, kv_cols) = (p.heads * hd, p.kv_heads * hd);
@@ -93,13 +93,13 @@ pub fn attention(q: Kv, k: Kv, v: Kv, p: &AttentionParams, round: bool) -> ActDa
     assert_eq!(v.cols, kv_cols, "attention: v width");
     assert_eq!(k.rows, v.rows, "attention: k and v lengths differ");
     if let (true, KvData::Bf16(qd), KvData::Bf16(kd), KvData::Bf16(vd)) = (
-        q.rows >= MIN_GEMM_ROWS && round && tiles_run(hd),
+        q.rows >= MIN_GEMM_ROWS && round && bf16_kernels_run(hd),
         q.data,
         k.data,
         v.data,
     ) {
         let mut out = Vec::with_capacity(q.rows * q_cols);
-        tile_path(
+        bf16_path(
             qd,
             kd,
             vd,
@@ -107,7 +107,7 @@ pub fn attention(q: Kv, k: Kv, v: Kv, p: &AttentionParams, round: bool) -> ActDa
             p,
             &mut out.spare_capacity_mut()[..q.rows * q_cols],
         );
-        // SAFETY: `tile_path` wrote every element (its tasks cover every sequence and head).
+        // SAFETY: `bf16_path` wrote every element (its tasks cover every sequence and head).
         unsafe { out.set_len(q.rows * q_cols) };
         return ActData::Bf16(out);
     }
@@ -128,10 +128,16 @@ pub fn attention(q: Kv, k: Kv, v: Kv, p: &AttentionParams, round: bool) -> ActDa
     ActData::F32(out)
 }
 
-/// Whether the AMX tiles run the products of bf16 attention with heads of `hd` values (queries and
-/// probabilities read in place as tile rows).
-fn tiles_run(hd: usize) -> bool {
-    super::matmul::best_isa().is_amx() && hd.is_multiple_of(32)
+/// Whether bf16 kernels run the products of bf16 attention with heads of `hd` values, reading the
+/// queries in place: the AMX tiles (rows of 32 pairs), or the AVX-512 BF16 kernel (whole pairs).
+fn bf16_kernels_run(hd: usize) -> bool {
+    use super::matmul::{best_isa, Isa};
+    let isa = best_isa();
+    if isa.is_amx() {
+        hd.is_multiple_of(32)
+    } else {
+        isa == Isa::Avx512Bf16 && hd.is_multiple_of(2)
+    }
 }
 
 /// Sets the scores of keys that query row `i` may not see to −∞ (`row` holds the scores of keys
@@ -302,11 +308,12 @@ fn blocked_path(q: &Kv, k: &[f32], v: &[f32], p: &AttentionParams, round: bool, 
     }
 }
 
-/// Query blocks, bucketed by sequence and head, as [`blocked_path`] runs them, for
-/// bf16 activations on the tile kernel: queries, keys and values are read as stored (no f32 copy),
-/// and the softmax writes the probabilities as the bf16 tile rows of the P·V product. The same
-/// products, sums and roundings as [`blocked_path`] with `round`, so the same bits.
-fn tile_path(
+/// Query blocks, bucketed by sequence and head, as [`blocked_path`] runs them, for bf16
+/// activations on the bf16 kernels (tiles or AVX-512 BF16): queries, keys and values are read as
+/// stored (no f32 copy), the softmax writes the probabilities as the bf16 rows of the P·V product,
+/// and the results go out as bf16. The same products, sums and roundings as [`blocked_path`] with
+/// `round`, so the same bits.
+fn bf16_path(
     q: &[u16],
     k: &[u16],
     v: &[u16],
@@ -892,17 +899,17 @@ mod tests {
             .collect()
     }
 
-    /// The tile path reads bf16 storage in place; it must give the blocked path's bits on the same
-    /// values (under `IDEFICS3_ISA=amx-model` and on AMX machines through the tiles, elsewhere
-    /// through the widening fallback of `Packed::gemm_bf16`).
+    /// The bf16 path reads bf16 storage in place; it must give the blocked path's bits on the same
+    /// values (under `IDEFICS3_ISA=amx-model` and on AMX machines through the tiles, with AVX-512
+    /// BF16 through its kernel, elsewhere through the dense fallback of `Packed::gemm_bf16`).
     #[test]
-    fn tile_path_gives_the_bits_of_the_blocked_path() {
+    fn bf16_path_gives_the_bits_of_the_blocked_path() {
         let mut seed = 0x1234_5678_9abc_def1u64;
         let widen = |v: &[u16]| v.iter().map(|&b| bf16_to_f32(b)).collect::<Vec<f32>>();
         // (heads, kv_heads, head_dim, rows, mask): vision-like sequences with and without padded
-        // keys, and a causal prefill whose key count is not a multiple of 32.
+        // keys, and causal prefills whose key counts are not multiples of 32.
         let valid: Vec<bool> = (0..2 * 160).map(|j| j % 160 % 7 != 5).collect();
-        let cases: [(usize, usize, usize, usize, AttentionMask); 4] = [
+        let cases: [(usize, usize, usize, usize, AttentionMask); 5] = [
             (
                 4,
                 4,
@@ -925,6 +932,9 @@ mod tests {
             ),
             (6, 2, 64, 150, AttentionMask::Causal { offset: 0 }),
             (2, 1, 32, 40, AttentionMask::Causal { offset: 0 }),
+            // Odd key counts (probability rows that are not whole pairs) and a head width that
+            // is not a multiple of 32.
+            (3, 1, 48, 151, AttentionMask::Causal { offset: 0 }),
         ];
         for (heads, kv_heads, hd, rows, mask) in cases {
             let p = AttentionParams {
@@ -941,8 +951,8 @@ mod tests {
             // written.
             const UNWRITTEN: u16 = 0x7fc1;
             let mut bits = vec![std::mem::MaybeUninit::new(UNWRITTEN); rows * heads * hd];
-            tile_path(&q, &k, &v, rows, &p, &mut bits);
-            // SAFETY: initialised above (and possibly overwritten by `tile_path`).
+            bf16_path(&q, &k, &v, rows, &p, &mut bits);
+            // SAFETY: initialised above (and possibly overwritten by `bf16_path`).
             let bits: Vec<u16> = bits.iter().map(|b| unsafe { b.assume_init() }).collect();
             assert!(
                 !bits.contains(&UNWRITTEN),

@@ -714,61 +714,68 @@ impl<'a> Packed<'a> {
     /// `out[m, n] = a[m, k]·Bᵀ` over the first `n` rows of B, on the calling thread (no bias, no
     /// rounding of the outputs).
     pub fn gemm(&self, a: &[f32], m: usize, n: usize, out: &mut [f32]) {
-        let epi = Epilogue {
-            bias: None,
-            round: false,
-            gelu: false,
-        };
-        if let Some((t, hw)) = &self.tiles {
-            let ta = amx::TileA::new(AMat::F32(a), m, self.b.cols(), false);
-            return amx::gemm(*hw, &ta, t, n, n, &epi, uninit(out), false);
-        }
-        #[cfg(target_arch = "x86_64")]
-        if let Some(p) = &self.avx {
-            return x86::gemm_prepacked(AMat::F32(a), &[], m, p, n, &epi, uninit(out), false);
-        }
-        dot_gemm(
-            best_isa().base(),
-            a,
-            m,
-            self.b.cols(),
-            self.b.first_rows(n),
-            &epi,
-            out,
-        );
+        self.gemm_dense(AMat::F32(a), m, n, n, out)
     }
 
     /// [`Packed::gemm`] of bf16 rows: row `i` of A is `a[i·ld .. i·ld + k]`, row `i` of the result
-    /// `out[i·ldc ..][..n]`. The tile kernel reads them in place (K a multiple of 32); the other
-    /// kernels take them widened to f32.
+    /// `out[i·ldc ..][..n]` (nothing else of `out` is written). The tile kernel reads the rows in
+    /// place when K is a multiple of 32, the AVX-512 BF16 kernel when K and `ld` are even (whole
+    /// pairs); otherwise they are copied into dense rows first.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_bf16(&self, a: &[u16], m: usize, ld: usize, n: usize, ldc: usize, out: &mut [f32]) {
         let k = self.b.cols();
         if let Some((t, hw)) = &self.tiles {
-            let epi = Epilogue {
-                bias: None,
-                round: false,
-                gelu: false,
-            };
             if k.is_multiple_of(32) {
                 let ta = amx::TileA::view(a, m, k, ld);
-                return amx::gemm(*hw, &ta, t, n, ldc, &epi, uninit(out), false);
+                return amx::gemm(*hw, &ta, t, n, ldc, &PLAIN, uninit(out), false);
             }
         }
-        let mut wide = Vec::with_capacity(m * k);
-        for i in 0..m {
-            wide.extend(a[i * ld..i * ld + k].iter().map(|&b| bf16_to_f32(b)));
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = self.avx.as_ref().filter(|p| p.is_bf16()) {
+            if k.is_multiple_of(2) && ld.is_multiple_of(2) {
+                let rows = x86::ARows::Pairs {
+                    data: a,
+                    stride: ld / 2,
+                };
+                return x86::gemm_prepacked(rows, m, p, n, ldc, &PLAIN, uninit(out), false);
+            }
         }
+        let dense: Vec<u16> = (0..m)
+            .flat_map(|i| &a[i * ld..i * ld + k])
+            .copied()
+            .collect();
+        self.gemm_dense(AMat::Bf16(&dense), m, n, ldc, out)
+    }
+
+    /// The product of dense rows `a` (`m × k`) into rows of `out` `ldc` apart.
+    fn gemm_dense(&self, a: AMat, m: usize, n: usize, ldc: usize, out: &mut [f32]) {
+        let k = self.b.cols();
+        if let Some((t, hw)) = &self.tiles {
+            let ta = amx::TileA::new(a, m, k, false);
+            return amx::gemm(*hw, &ta, t, n, ldc, &PLAIN, uninit(out), false);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = &self.avx {
+            return x86::gemm_dense(a, m, p, n, ldc, &PLAIN, uninit(out), false);
+        }
+        let (isa, b) = (best_isa().base(), self.b.first_rows(n));
         if ldc == n {
-            return self.gemm(&wide, m, n, &mut out[..m * n]);
+            return dot_gemm(isa, &a.to_f32(), m, k, b, &PLAIN, &mut out[..m * n]);
         }
         let mut dense = vec![0f32; m * n];
-        self.gemm(&wide, m, n, &mut dense);
+        dot_gemm(isa, &a.to_f32(), m, k, b, &PLAIN, &mut dense);
         for (dst, src) in out.chunks_mut(ldc).zip(dense.chunks_exact(n)) {
             dst[..n].copy_from_slice(src);
         }
     }
 }
+
+/// No bias, no rounding: the epilogue of attention's products.
+const PLAIN: Epilogue<'static> = Epilogue {
+    bias: None,
+    round: false,
+    gelu: false,
+};
 
 /// At most this many rows of A go through the streaming (matrix-vector) path.
 const GEMV_ROWS: usize = 4;
@@ -1053,6 +1060,11 @@ mod x86 {
     }
 
     impl PackedB {
+        /// Whether B is packed as bf16 pairs (for the bf16 kernel).
+        pub fn is_bf16(&self) -> bool {
+            self.bf16
+        }
+
         /// Packs `b` (in parallel over panels when `parallel`).
         pub fn new(b: BMat, k: usize, bf16: bool, parallel: bool) -> Self {
             let n = b.rows();
@@ -1061,13 +1073,15 @@ mod x86 {
             let (mut pf, mut ph) = (Vec::new(), Vec::new());
             if bf16 {
                 ph = vec![0u16; panels * k2 * NR * 2];
-                let fill = |row: &mut Vec<f32>, (p, panel): (usize, &mut [u16])| {
-                    let nr = NR.min(n - p * NR);
+                // Scratch per thread: one row widened to f32, and a panel's rows as bf16 bits.
+                type Scratch = (Vec<f32>, Vec<u16>);
+                let fill = |(row, bits): &mut Scratch, (p, panel): (usize, &mut [u16])| {
+                    let (first, nr) = (p * NR, NR.min(n - p * NR));
                     if let Some((data, s)) = transposed(&b) {
                         for c2 in 0..k2 {
-                            let lo = &data[2 * c2 * s + p * NR..][..nr];
+                            let lo = &data[2 * c2 * s + first..][..nr];
                             let hi =
-                                (2 * c2 + 1 < k).then(|| &data[(2 * c2 + 1) * s + p * NR..][..nr]);
+                                (2 * c2 + 1 < k).then(|| &data[(2 * c2 + 1) * s + first..][..nr]);
                             // SAFETY: AVX-512 is checked by the caller; the pair row lies in `panel`.
                             unsafe {
                                 let dst = panel.as_mut_ptr().add(c2 * NR * 2) as *mut u32;
@@ -1076,29 +1090,62 @@ mod x86 {
                         }
                         return;
                     }
-                    for j in 0..nr {
-                        b.row_into(p * NR + j, row);
-                        for (c2, pair) in row.chunks(2).enumerate() {
-                            let o = (c2 * NR + j) * 2;
-                            panel[o] = to_bf16_bits(pair[0]);
-                            if pair.len() == 2 {
-                                panel[o + 1] = to_bf16_bits(pair[1]);
+                    // The panel's rows as bf16 bits, `ld` elements apart: bf16 storage read as it
+                    // is (its values are bf16 already), anything else widened and rounded.
+                    let (src, ld): (&[u8], usize) = match b {
+                        BMat::Bf16View {
+                            data,
+                            row_stride,
+                            col_stride,
+                            ..
+                        } if row_stride == 1 && col_stride > 1 => {
+                            // Vᵀ: two storage rows interleaved per depth pair.
+                            for c2 in 0..k2 {
+                                let lo = &data[2 * c2 * col_stride + first..][..nr];
+                                let hi = (2 * c2 + 1 < k)
+                                    .then(|| &data[(2 * c2 + 1) * col_stride + first..][..nr]);
+                                // SAFETY: AVX-512 is checked by the caller; the pair row lies in
+                                // `panel`.
+                                unsafe { interleave_bf16(lo, hi, nr, &mut panel[c2 * NR * 2..]) };
                             }
+                            return;
                         }
-                    }
+                        BMat::Bf16View {
+                            data,
+                            row_stride,
+                            col_stride: 1,
+                            ..
+                        } => {
+                            let rows = &data[first * row_stride..][..(nr - 1) * row_stride + k];
+                            (u16_bytes(rows), row_stride)
+                        }
+                        BMat::Weight(w) if w.dtype == DType::BF16 => {
+                            (w.row_bytes(first, first + nr), k)
+                        }
+                        _ => {
+                            bits.resize(nr * k, 0);
+                            for (j, dst) in bits.chunks_exact_mut(k).enumerate() {
+                                b.row_into(first + j, row);
+                                // SAFETY: AVX-512 is checked by the caller.
+                                unsafe { to_bf16_slice(row, dst) };
+                            }
+                            (u16_bytes(bits), k)
+                        }
+                    };
+                    transpose_pairs(src, ld, nr, k, panel);
                 };
                 if parallel {
                     pool::chunks_mut(
                         &mut ph,
                         k2 * NR * 2,
-                        || vec![0f32; k],
+                        || (vec![0f32; k], Vec::new()),
                         |r, p, c| fill(r, (p, c)),
                     );
                 } else {
-                    let mut row = vec![0f32; k];
+                    let mut scratch = (vec![0f32; k], Vec::new());
                     ph.chunks_mut(k2 * NR * 2)
                         .enumerate()
-                        .for_each(|x| fill(&mut row, x));
+                        .for_each(|x| fill(&mut scratch, x));
                 }
             } else {
                 pf = vec![0f32; panels * k * NR];
@@ -1172,6 +1219,64 @@ mod x86 {
         }
     }
 
+    /// The bytes of bf16 bit patterns (little-endian, as checkpoints store them).
+    fn u16_bytes(v: &[u16]) -> &[u8] {
+        // SAFETY: any u16 is two initialised bytes; u8 has no alignment.
+        unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, 2 * v.len()) }
+    }
+
+    /// The `nr` rows of `k` bf16 values in `src` (little-endian bytes, rows `ld` values apart, on
+    /// any byte) into a panel of depth pairs `[ceil(k/2)][NR][2]`; an odd depth's last pair is
+    /// completed with zero (the panel comes zeroed).
+    fn transpose_pairs(src: &[u8], ld: usize, nr: usize, k: usize, panel: &mut [u16]) {
+        assert!(
+            nr <= NR
+                && src.len() >= 2 * ((nr - 1) * ld + k)
+                && panel.len() >= k.div_ceil(2) * NR * 2
+        );
+        let (s, d) = (src.as_ptr(), panel.as_mut_ptr());
+        // Depth outermost: the panel is written in order, the rows' cache lines stay in L1.
+        for c2 in 0..k / 2 {
+            for j in 0..nr {
+                // SAFETY: depths 2·c2 + 1 < k of row j: inside `src` by the assert; pair (c2, j)
+                // inside `panel`.
+                unsafe {
+                    let pair = (s.add(2 * (j * ld + 2 * c2)) as *const u32).read_unaligned();
+                    (d.add((c2 * NR + j) * 2) as *mut u32).write_unaligned(pair);
+                }
+            }
+        }
+        if k % 2 == 1 {
+            for j in 0..nr {
+                let o = 2 * (j * ld + k - 1);
+                panel[(k / 2 * NR + j) * 2] = u16::from_le_bytes([src[o], src[o + 1]]);
+            }
+        }
+    }
+
+    /// [`pair_to_bf16`] of bf16 storage: the `nr` ≤ 32 values of two consecutive depths (`hi`
+    /// absent past an odd depth) interleaved into the panel row `dst` of `NR` pairs.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn interleave_bf16(lo: &[u16], hi: Option<&[u16]>, nr: usize, dst: &mut [u16]) {
+        assert!(lo.len() >= nr && hi.is_none_or(|h| h.len() >= nr) && dst.len() >= 2 * nr);
+        let widen = |s: &[u16], j: usize| {
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256(s.as_ptr().add(j) as *const __m256i))
+        };
+        let mut j = 0;
+        while j + 16 <= nr {
+            let mut pairs = widen(lo, j);
+            if let Some(hi) = hi {
+                pairs = _mm512_or_si512(pairs, _mm512_slli_epi32::<16>(widen(hi, j)));
+            }
+            _mm512_storeu_si512(dst.as_mut_ptr().add(2 * j) as *mut __m512i, pairs);
+            j += 16;
+        }
+        for j in j..nr {
+            dst[2 * j] = lo[j];
+            dst[2 * j + 1] = hi.map_or(0, |h| h[j]);
+        }
+    }
+
     /// The data and column stride of a view whose rows are its storage's columns (Vᵀ in attention):
     /// such a view is packed by reading whole storage rows instead of gathering down columns.
     fn transposed<'a>(b: &BMat<'a>) -> Option<(&'a [f32], usize)> {
@@ -1233,21 +1338,27 @@ mod x86 {
         out: &mut [f32],
     ) {
         let packed = PackedB::new(b, k, bf16, true);
-        if bf16 {
-            let ah = pack_a_bf16(a, k, true);
-            gemm_prepacked(a, &ah, m, &packed, packed.n, epi, uninit(out), true);
+        gemm_dense(a, m, &packed, packed.n, packed.n, epi, uninit(out), true);
+    }
+
+    /// [`gemm_prepacked`] of dense rows `a` (`m × k`), converted to the form B's kernel reads.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gemm_dense<O: OutElem>(
+        a: AMat,
+        m: usize,
+        b: &PackedB,
+        n: usize,
+        ldc: usize,
+        epi: &Epilogue,
+        out: &mut [MaybeUninit<O>],
+        parallel: bool,
+    ) {
+        if b.bf16 {
+            let ah = pack_a_bf16(a, b.k, parallel);
+            gemm_prepacked(ARows::dense(&ah, b.k), m, b, n, ldc, epi, out, parallel);
         } else {
             let a = a.to_f32();
-            gemm_prepacked(
-                AMat::F32(&a),
-                &[],
-                m,
-                &packed,
-                packed.n,
-                epi,
-                uninit(out),
-                true,
-            );
+            gemm_prepacked(ARows::F32(&a), m, b, n, ldc, epi, out, parallel);
         }
     }
 
@@ -1265,49 +1376,76 @@ mod x86 {
         } else {
             (Default::default(), a.to_f32())
         };
-        let a = if bf16 { a } else { AMat::F32(&wide) };
+        let rows = if bf16 {
+            ARows::dense(&ah, k)
+        } else {
+            ARows::F32(&wide)
+        };
         for (w, epi, out) in jobs {
             let packed = PackedB::new(BMat::Weight(w), k, bf16, true);
             // SAFETY: `out` points to an `m × rows` buffer owned by the caller for this call.
             let out = unsafe {
                 std::slice::from_raw_parts_mut(out.get() as *mut MaybeUninit<O>, m * w.rows)
             };
-            gemm_prepacked(a, &ah, m, &packed, packed.n, epi, out, true);
+            gemm_prepacked(rows, m, &packed, w.rows, w.rows, epi, out, true);
         }
     }
 
-    /// `out[m, n_used] = a·Bᵀ` over the first `n_used` rows of a packed B; `ah` is A as bf16 pairs
-    /// when B is packed as bf16 (else unused), so one conversion of A can serve several products.
-    /// The f32 kernel needs A stored as f32.
+    /// The left-hand rows as the panel kernels read them.
+    #[derive(Clone, Copy)]
+    pub(super) enum ARows<'a> {
+        /// `k` f32 values per row, rows contiguous (the f32 kernel).
+        F32(&'a [f32]),
+        /// bf16 pairs (the bf16 kernel): row `i` is the `ceil(k/2)` pairs from pair `i·stride` on.
+        Pairs {
+            /// The pairs' bf16 halves, low first.
+            data: &'a [u16],
+            /// Pairs from one row to the next.
+            stride: usize,
+        },
+    }
+
+    impl<'a> ARows<'a> {
+        /// Dense pair rows as [`pack_a_bf16`] makes them for depth `k`.
+        fn dense(data: &'a [u16], k: usize) -> Self {
+            ARows::Pairs {
+                data,
+                stride: k.div_ceil(2),
+            }
+        }
+    }
+
+    /// `out[i·ldc ..][..n]` = row `i` of `a·Bᵀ` over the first `n` rows of a packed B, for the `m`
+    /// rows of `a` (in the form of B's kernel). Only those elements of `out` are written.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn gemm_prepacked<O: OutElem>(
-        a: AMat,
-        ah: &[u16],
+        a: ARows,
         m: usize,
         b: &PackedB,
         n: usize,
+        ldc: usize,
         epi: &Epilogue,
         out: &mut [MaybeUninit<O>],
         parallel: bool,
     ) {
         let (k, bf16) = (b.k, b.bf16);
-        assert!(
-            n <= b.n && out.len() == m * n && a.len() == m * k,
-            "gemm_prepacked: shapes"
-        );
         let k2 = k.div_ceil(2);
-        let local;
-        let ah = if bf16 && ah.is_empty() {
-            local = pack_a_bf16(a, k, parallel);
-            &local[..]
-        } else {
-            ah
-        };
-        let a: &[f32] = match a {
-            AMat::F32(a) => a,
-            AMat::Bf16(_) => {
-                assert!(bf16, "gemm_prepacked: the f32 kernel needs A in f32");
-                &[]
+        let rows_fit = |len: usize, ld: usize, width: usize| m == 0 || (m - 1) * ld + width <= len;
+        assert!(
+            n <= b.n && ldc >= n && rows_fit(out.len(), ldc, n),
+            "gemm_prepacked: output shape"
+        );
+        let (a, ah, lda2) = match a {
+            ARows::F32(a) => {
+                assert!(!bf16 && a.len() == m * k, "gemm_prepacked: f32 rows");
+                (a, &[][..], 0)
+            }
+            ARows::Pairs { data, stride } => {
+                assert!(
+                    bf16 && stride >= k2 && rows_fit(data.len(), 2 * stride, 2 * k2),
+                    "gemm_prepacked: bf16 rows"
+                );
+                (&[][..], data, stride)
             }
         };
         let (pf, ph) = (&b.pf, &b.ph);
@@ -1328,15 +1466,15 @@ mod x86 {
                     // SAFETY: the CPU has AVX-512 (checked by the caller); each task writes its own rows
                     // and columns of `out`; the panels and rows read are in bounds.
                     unsafe {
-                        let c = out_ptr.get().add(i * n + n0);
+                        let c = out_ptr.get().add(i * ldc + n0);
                         if bf16 {
-                            let ap = ah.as_ptr().add(i * k2 * 2) as *const u32;
+                            let ap = ah.as_ptr().add(i * lda2 * 2) as *const u32;
                             let bp = ph.as_ptr().add(p * k2 * NR * 2);
-                            dispatch_mr!(mr, kernel_bf16, k2, ap, k2, bp, c, n, nr, n0, epi);
+                            dispatch_mr!(mr, kernel_bf16, k2, ap, lda2, bp, c, ldc, nr, n0, epi);
                         } else {
                             let ap = a.as_ptr().add(i * k);
                             let bp = pf.as_ptr().add(p * k * NR);
-                            dispatch_mr!(mr, kernel_f32, k, ap, k, bp, c, n, nr, n0, epi);
+                            dispatch_mr!(mr, kernel_f32, k, ap, k, bp, c, ldc, nr, n0, epi);
                         }
                     }
                     i += mr;
@@ -1406,7 +1544,8 @@ mod x86 {
         let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b as *const _));
         let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(32) as *const _));
         let mut acc: [[__m512; 2]; R] = std::array::from_fn(|i| {
-            let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(i * lda2) as i32));
+            let pair = a.add(i * lda2).read_unaligned();
+            let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair as i32));
             [
                 _mm512_dpbf16_ps(zero, av, b0),
                 _mm512_dpbf16_ps(zero, av, b1),
@@ -1418,8 +1557,9 @@ mod x86 {
             let b1: __m512bh =
                 std::mem::transmute(_mm512_loadu_si512(b.add(p * NR * 2 + 32) as *const _));
             for (i, row) in acc.iter_mut().enumerate() {
-                let av: __m512bh =
-                    std::mem::transmute(_mm512_set1_epi32(*a.add(i * lda2 + p) as i32));
+                // bf16 rows read in place may sit on any even byte.
+                let pair = a.add(i * lda2 + p).read_unaligned();
+                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair as i32));
                 row[0] = _mm512_dpbf16_ps(row[0], av, b0);
                 row[1] = _mm512_dpbf16_ps(row[1], av, b1);
             }
