@@ -748,10 +748,10 @@ pub mod simd {
 
     /// The numerators of `s` (a multiple of 16 long) as bf16 bits, rounded by VCVTNEPS2BF16 (to
     /// nearest even, like the rounding above, except that it reads f32 denormals as zero: the
-    /// numerators below 2⁻¹²⁶ become 0 instead of a bf16 denormal, which the tile products that
-    /// read these rows treat as zero anyway); returns the sum of the unrounded numerators, in the
-    /// same order as the generic loop. `IN_RANGE`: the caller has checked that every argument
-    /// lies in [`exp_in_range_ps`]'s range.
+    /// numerators below 2⁻¹²⁶ become 0 instead of a bf16 denormal, which the bf16 products that
+    /// read these rows, tiles and VDPBF16PS alike, treat as zero anyway); returns the sum of the
+    /// unrounded numerators, in the same order as the generic loop. `IN_RANGE`: the caller has
+    /// checked that every argument lies in [`exp_in_range_ps`]'s range.
     #[target_feature(enable = "avx512f,avx512bf16,fma")]
     unsafe fn numerator_bits<const IN_RANGE: bool>(
         s: &[f32],
