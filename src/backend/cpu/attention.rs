@@ -128,16 +128,14 @@ pub fn attention(q: Kv, k: Kv, v: Kv, p: &AttentionParams, round: bool) -> ActDa
     ActData::F32(out)
 }
 
-/// Whether bf16 kernels run the products of bf16 attention with heads of `hd` values, reading the
-/// queries in place: the AMX tiles (rows of 32 pairs), or the AVX-512 BF16 kernel (whole pairs).
+/// Whether bf16 kernels (the AMX tiles or AVX-512 BF16) run the products of bf16 attention with
+/// heads of `hd` values. The queries are read in place where the kernel takes them so (the tiles:
+/// `hd` a multiple of 32, as in SmolVLM's 64; AVX-512 BF16: any even `hd`), and copied per query
+/// block otherwise (Idefics3-8B's vision heads of 72 on the tiles).
 fn bf16_kernels_run(hd: usize) -> bool {
     use super::matmul::{best_isa, Isa};
     let isa = best_isa();
-    if isa.is_amx() {
-        hd.is_multiple_of(32)
-    } else {
-        isa == Isa::Avx512Bf16 && hd.is_multiple_of(2)
-    }
+    (isa.is_amx() || isa == Isa::Avx512Bf16) && hd.is_multiple_of(2)
 }
 
 /// Sets the scores of keys that query row `i` may not see to −∞ (`row` holds the scores of keys
