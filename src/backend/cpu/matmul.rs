@@ -1078,17 +1078,7 @@ mod x86 {
                 let fill = |(row, bits): &mut Scratch, (p, panel): (usize, &mut [u16])| {
                     let (first, nr) = (p * NR, NR.min(n - p * NR));
                     if let Some((data, s)) = transposed(&b) {
-                        for c2 in 0..k2 {
-                            let lo = &data[2 * c2 * s + first..][..nr];
-                            let hi =
-                                (2 * c2 + 1 < k).then(|| &data[(2 * c2 + 1) * s + first..][..nr]);
-                            // SAFETY: AVX-512 is checked by the caller; the pair row lies in `panel`.
-                            unsafe {
-                                let dst = panel.as_mut_ptr().add(c2 * NR * 2) as *mut u32;
-                                pair_to_bf16(lo, hi, nr, dst);
-                            }
-                        }
-                        return;
+                        return pack_transposed(data, s, first, nr, k, panel);
                     }
                     // The panel's rows as bf16 bits, `ld` elements apart: bf16 storage read as it
                     // is (its values are bf16 already), anything else widened and rounded.
@@ -1099,16 +1089,7 @@ mod x86 {
                             col_stride,
                             ..
                         } if row_stride == 1 && col_stride > 1 => {
-                            // Vᵀ: two storage rows interleaved per depth pair.
-                            for c2 in 0..k2 {
-                                let lo = &data[2 * c2 * col_stride + first..][..nr];
-                                let hi = (2 * c2 + 1 < k)
-                                    .then(|| &data[(2 * c2 + 1) * col_stride + first..][..nr]);
-                                // SAFETY: AVX-512 is checked by the caller; the pair row lies in
-                                // `panel`.
-                                unsafe { interleave_bf16(lo, hi, nr, &mut panel[c2 * NR * 2..]) };
-                            }
-                            return;
+                            return pack_transposed(data, col_stride, first, nr, k, panel);
                         }
                         BMat::Bf16View {
                             data,
@@ -1254,11 +1235,48 @@ mod x86 {
         }
     }
 
-    /// [`pair_to_bf16`] of bf16 storage: the `nr` ≤ 32 values of two consecutive depths (`hi`
-    /// absent past an odd depth) interleaved into the panel row `dst` of `NR` pairs.
+    /// Elements of a view whose rows are its storage's columns, packed into bf16 panels.
+    trait TransposedElem: Copy {
+        /// The `nr` ≤ 32 values of two consecutive depths (`hi` absent past an odd depth) into a
+        /// panel row of `NR` pairs at `dst` (AVX-512, checked by the caller).
+        unsafe fn pair_row(lo: &[Self], hi: Option<&[Self]>, nr: usize, dst: *mut u32);
+    }
+
+    impl TransposedElem for f32 {
+        unsafe fn pair_row(lo: &[f32], hi: Option<&[f32]>, nr: usize, dst: *mut u32) {
+            pair_to_bf16(lo, hi, nr, dst)
+        }
+    }
+
+    impl TransposedElem for u16 {
+        unsafe fn pair_row(lo: &[u16], hi: Option<&[u16]>, nr: usize, dst: *mut u32) {
+            interleave_bf16(lo, hi, nr, dst)
+        }
+    }
+
+    /// Columns `first..first + nr` of a transposed view (storage row `d` holds depth `d`, rows
+    /// `s` apart) into a bf16 panel: its storage rows read whole, two per pair row.
+    fn pack_transposed<T: TransposedElem>(
+        data: &[T],
+        s: usize,
+        first: usize,
+        nr: usize,
+        k: usize,
+        panel: &mut [u16],
+    ) {
+        assert!(panel.len() >= k.div_ceil(2) * NR * 2);
+        for c2 in 0..k.div_ceil(2) {
+            let lo = &data[2 * c2 * s + first..][..nr];
+            let hi = (2 * c2 + 1 < k).then(|| &data[(2 * c2 + 1) * s + first..][..nr]);
+            // SAFETY: AVX-512 is checked by the caller; the pair row lies in `panel` (assert).
+            unsafe { T::pair_row(lo, hi, nr, panel.as_mut_ptr().add(c2 * NR * 2) as *mut u32) };
+        }
+    }
+
+    /// [`pair_to_bf16`] of bf16 storage: two storage rows' values interleaved as pairs.
     #[target_feature(enable = "avx512f")]
-    unsafe fn interleave_bf16(lo: &[u16], hi: Option<&[u16]>, nr: usize, dst: &mut [u16]) {
-        assert!(lo.len() >= nr && hi.is_none_or(|h| h.len() >= nr) && dst.len() >= 2 * nr);
+    unsafe fn interleave_bf16(lo: &[u16], hi: Option<&[u16]>, nr: usize, dst: *mut u32) {
+        assert!(lo.len() >= nr && hi.is_none_or(|h| h.len() >= nr));
         let widen = |s: &[u16], j: usize| {
             _mm512_cvtepu16_epi32(_mm256_loadu_si256(s.as_ptr().add(j) as *const __m256i))
         };
@@ -1268,12 +1286,12 @@ mod x86 {
             if let Some(hi) = hi {
                 pairs = _mm512_or_si512(pairs, _mm512_slli_epi32::<16>(widen(hi, j)));
             }
-            _mm512_storeu_si512(dst.as_mut_ptr().add(2 * j) as *mut __m512i, pairs);
+            _mm512_storeu_si512(dst.add(j) as *mut __m512i, pairs);
             j += 16;
         }
         for j in j..nr {
-            dst[2 * j] = lo[j];
-            dst[2 * j + 1] = hi.map_or(0, |h| h[j]);
+            let h = hi.map_or(0, |h| h[j]);
+            dst.add(j).write_unaligned(lo[j] as u32 | (h as u32) << 16);
         }
     }
 
