@@ -4,8 +4,8 @@
 //! (`Isa::AmxModel`), and on an AMX machine its instructions are compared with the model bit for bit.
 
 use idefics3::backend::cpu::matmul::{
-    amx_status, available_isas, best_isa, choose_isa, gemm, matmul_bf16, matmul_gelu, matmul_isa,
-    matmul_multi, AMat, Aligned, BMat, Isa, Packed,
+    amx_status, available_isas, best_isa, choose_isa, gemm, matmul_add_bf16, matmul_bf16,
+    matmul_gelu, matmul_isa, matmul_multi, AMat, Aligned, BMat, Isa, Packed,
 };
 use idefics3::backend::cpu::{CpuBackend, CpuWeight};
 use idefics3::backend::{ActDtype, Backend};
@@ -390,6 +390,131 @@ fn bf16_rows_in_and_out_give_the_bits_of_the_f32_path() {
             }
         }
     }
+}
+
+/// An f32 vector stored as the tensor `name` in a temporary safetensors file, loaded by `be`.
+fn f32_vector(
+    dir: &tempfile::TempDir,
+    name: &str,
+    vals: &[f32],
+    be: &CpuBackend,
+) -> (CpuWeight, Checkpoint) {
+    let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let path = dir.path().join(format!("{name}.safetensors"));
+    let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![vals.len()], &bytes).unwrap();
+    std::fs::write(
+        &path,
+        safetensors::serialize(vec![(name, view)], None).unwrap(),
+    )
+    .unwrap();
+    let ck = Checkpoint::open_files(&[path]).unwrap();
+    let w = be.load_weight(ck.get(name).unwrap(), 1).unwrap();
+    (w, ck)
+}
+
+#[test]
+fn residual_epilogue_gives_the_bits_of_the_product_then_the_add() {
+    // `acc += x·Wᵀ + b` in the product's epilogue (the residual connections in bf16 mode) must give
+    // the bits of the rounded product followed by the rounded add, on the tiles and the AVX-512
+    // panel kernels: ragged M, N not a multiple of the 32-column panels (masked residual loads), K
+    // read in place and packed, with and without bias. The residuals include the negated products
+    // (sums of exactly zero) and values far larger and smaller than them (the add rounds them away
+    // or keeps them whole).
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(77);
+    let runs = best_isa().is_amx() || matches!(best_isa(), Isa::Avx512Bf16 | Isa::Avx512);
+    for &(m, k, n) in &[
+        (37, 64, 70),
+        (48, 96, 33),
+        (130, 48, 40),
+        (5, 32, 16),
+        (3, 64, 8),
+    ] {
+        let (_, _, ck) = weight(&dir, n, k, Dtype::BF16, &mut rng);
+        let b16 = CpuBackend::new(ActDtype::Bf16, Some(2)).unwrap();
+        let w = b16.load_weight(ck.get("w").unwrap(), n).unwrap();
+        let bias = rng.vec(n);
+        // Tiny normal biases: the zero first row of A gives them as products, and the residual
+        // cancels three quarters of each, so the sums are f32 denormals (which the one-instruction
+        // bf16 conversion would read as zero).
+        let tiny: Vec<f32> = (0..n)
+            .map(|j| f32::MIN_POSITIVE * (1.5 + j as f32 / 64.0))
+            .collect();
+        let mut x = bf16_vec(&mut rng, m * k);
+        x[..k].fill(0.0);
+        let xb: Vec<u16> = x.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+        for bias in [None, Some(&bias[..]), Some(&tiny[..])] {
+            let product = matmul_multi(AMat::F32(&x), m, &[(&w, bias)], true).remove(0);
+            let residual: Vec<f32> = product
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| match i % 4 {
+                    _ if i < n => -0.75 * p,
+                    0 => -p,
+                    1 => p * 1024.0 + rng.next(),
+                    2 => p / 4096.0,
+                    _ => rng.next() * 4.0,
+                })
+                .map(|v| half::bf16::from_f32(v).to_f32())
+                .collect();
+            let want: Vec<u16> = residual
+                .iter()
+                .zip(&product)
+                .map(|(&r, &p)| half::bf16::from_f32(r + p).to_bits())
+                .collect();
+            let mut acc: Vec<u16> = residual
+                .iter()
+                .map(|v| half::bf16::from_f32(*v).to_bits())
+                .collect();
+            let fused = matmul_add_bf16(AMat::Bf16(&xb), m, &w, bias, &mut acc);
+            assert_eq!(
+                fused,
+                runs && m > 4,
+                "fused on {:?} for {m} rows",
+                best_isa()
+            );
+            if fused {
+                assert_eq!(acc, want, "({m},{k},{n}) bias {}", bias.is_some());
+            }
+            // The backend op, fused or not, in every mode: the product then the add.
+            for act in [ActDtype::Bf16, ActDtype::F32, ActDtype::F16] {
+                let be = CpuBackend::new(act, Some(2)).unwrap();
+                let w = be.load_weight(ck.get("w").unwrap(), n).unwrap();
+                let bw = bias.map(|b| f32_vector(&dir, &format!("b{m}x{k}x{n}"), b, &be));
+                let xt = be.upload(&x, m, k).unwrap();
+                let mut fused = be.upload(&residual, m, n).unwrap();
+                be.matmul_add(&mut fused, &xt, &w, bw.as_ref().map(|b| &b.0))
+                    .unwrap();
+                let mut apart = be.upload(&residual, m, n).unwrap();
+                let y = be.matmul(&xt, &w, bw.as_ref().map(|b| &b.0)).unwrap();
+                be.add_assign(&mut apart, &y).unwrap();
+                let bits = |t| -> Vec<u32> {
+                    be.download(t)
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect()
+                };
+                assert_eq!(
+                    bits(&fused),
+                    bits(&apart),
+                    "{act:?} ({m},{k},{n}) bias {}",
+                    bias.is_some()
+                );
+            }
+        }
+    }
+    // Operands that do not fit are errors naming the op.
+    let b16 = CpuBackend::new(ActDtype::Bf16, Some(1)).unwrap();
+    let (_, _, ck) = weight(&dir, 8, 16, Dtype::BF16, &mut rng);
+    let w = b16.load_weight(ck.get("w").unwrap(), 8).unwrap();
+    let x = b16.upload(&[0.0; 6 * 16], 6, 16).unwrap();
+    let mut acc = b16.upload(&[0.0; 6 * 9], 6, 9).unwrap();
+    let e = b16
+        .matmul_add(&mut acc, &x, &w, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("matmul_add"), "{e}");
 }
 
 #[test]

@@ -209,6 +209,19 @@ pub trait Backend: Send + Sync {
         self.gelu_tanh(&mut y)?;
         Ok(y)
     }
+    /// `acc += x·Wᵀ (+ b)`: [`Backend::matmul`] then [`Backend::add_assign`] (the product rounded,
+    /// then the sum), which a device may fuse into one pass (the residual connections after the
+    /// attention output and the MLP).
+    fn matmul_add(
+        &self,
+        acc: &mut Self::Tensor,
+        x: &Self::Tensor,
+        w: &Self::Weight,
+        bias: Option<&Self::Weight>,
+    ) -> Result<()> {
+        let y = self.matmul(x, w, bias)?;
+        self.add_assign(acc, &y)
+    }
     /// Several products of the same activations (`x·Wᵢᵀ (+ bᵢ)`), e.g. q/k/v; a device may run them
     /// as one launch.
     fn matmul_multi(

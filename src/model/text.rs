@@ -213,8 +213,7 @@ impl<B: Backend> TextModel<B> {
             b.cache_append(&mut cache.k[l], &k)?;
             b.cache_append(&mut cache.v[l], &v)?;
             let a = b.cached_attention(&q, &cache.k[l], &cache.v[l], &params)?;
-            let o = b.matmul(&a, &layer.o.w, layer.o.b.as_ref())?;
-            b.add_assign(&mut x, &o)?;
+            b.matmul_add(&mut x, &a, &layer.o.w, layer.o.b.as_ref())?;
             let h = b.rms_norm(&x, &layer.post_norm, eps)?;
             let gu = b.matmul_multi(
                 &h,
@@ -224,8 +223,7 @@ impl<B: Backend> TextModel<B> {
                 ],
             )?;
             let m = b.silu_mul(&gu[0], &gu[1])?;
-            let d = b.matmul(&m, &layer.down.w, layer.down.b.as_ref())?;
-            b.add_assign(&mut x, &d)?;
+            b.matmul_add(&mut x, &m, &layer.down.w, layer.down.b.as_ref())?;
         }
         cache.len += rows;
         b.rms_norm(&x, &self.norm, eps)

@@ -160,12 +160,10 @@ impl<B: Backend> VisionTower<B> {
             )?;
             drop(h);
             let a = b.attention(&qkv[0], &qkv[1], &qkv[2], &params)?;
-            let o = b.matmul(&a, &l.o.w, Some(&l.o.b))?;
-            b.add_assign(&mut x, &o)?;
+            b.matmul_add(&mut x, &a, &l.o.w, Some(&l.o.b))?;
             let h = b.layer_norm(&x, &l.ln2.0, &l.ln2.1, eps)?;
             let m = b.matmul_gelu(&h, &l.fc1.w, Some(&l.fc1.b))?;
-            let m = b.matmul(&m, &l.fc2.w, Some(&l.fc2.b))?;
-            b.add_assign(&mut x, &m)?;
+            b.matmul_add(&mut x, &m, &l.fc2.w, Some(&l.fc2.b))?;
         }
         b.layer_norm(&x, &self.post_ln.0, &self.post_ln.1, eps)
     }

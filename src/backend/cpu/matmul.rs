@@ -315,6 +315,7 @@ pub fn matmul(x: AMat, m: usize, w: &CpuWeight, bias: Option<&[f32]>, round: boo
         bias,
         round,
         gelu: false,
+        residual: false,
     };
     gemm_epi(
         best_isa(),
@@ -343,6 +344,7 @@ pub fn matmul_isa(
         bias,
         round,
         gelu: false,
+        residual: false,
     };
     gemm_epi(
         isa,
@@ -372,6 +374,7 @@ pub fn matmul_gelu(
         bias,
         round,
         gelu: true,
+        residual: false,
     };
     gemm_epi(
         best_isa(),
@@ -424,6 +427,32 @@ pub fn matmul_bf16(
     Some(outs)
 }
 
+/// `acc += x·Wᵀ (+ bias)` on bf16 bit patterns, each product rounded to bf16 and then the sum, as
+/// [`matmul_bf16`] followed by the residual add gives them, in one pass: the epilogue of the tile
+/// kernel or of the AVX-512 panel kernels reads the residual and writes the sum in its place.
+/// False, with `acc` untouched, where neither runs this product (the caller then runs the two ops).
+pub fn matmul_add_bf16(
+    x: AMat,
+    m: usize,
+    w: &CpuWeight,
+    bias: Option<&[f32]>,
+    acc: &mut [u16],
+) -> bool {
+    assert_eq!(acc.len(), m * w.rows, "matmul_add: accumulator size");
+    if m <= GEMV_ROWS {
+        return false;
+    }
+    let epi = Epilogue {
+        bias,
+        round: true,
+        gelu: false,
+        residual: true,
+    };
+    // The kernels read each residual element before they write its sum (`residual`), so the
+    // initialised buffer may be handed over as one they write.
+    many_row_products(x, m, &[(w, bias)], &[epi], true, &mut [uninit(acc)])
+}
+
 /// The epilogue of each of `ws`: its bias, then `round` and `gelu`.
 fn epilogues<'a>(
     ws: &[(&CpuWeight, Option<&'a [f32]>)],
@@ -431,7 +460,12 @@ fn epilogues<'a>(
     gelu: bool,
 ) -> Vec<Epilogue<'a>> {
     ws.iter()
-        .map(|&(_, bias)| Epilogue { bias, round, gelu })
+        .map(|&(_, bias)| Epilogue {
+            bias,
+            round,
+            gelu,
+            residual: false,
+        })
         .collect()
 }
 
@@ -597,6 +631,7 @@ pub fn gemm(
         bias,
         round,
         gelu: false,
+        residual: false,
     };
     gemm_epi(isa, AMat::F32(a), m, k, b, &epi, bf16_inputs, out);
 }
@@ -775,6 +810,7 @@ const PLAIN: Epilogue<'static> = Epilogue {
     bias: None,
     round: false,
     gelu: false,
+    residual: false,
 };
 
 /// At most this many rows of A go through the streaming (matrix-vector) path.
@@ -788,12 +824,17 @@ struct Epilogue<'a> {
     /// GELU (tanh) after the bias and rounding, rounded again: `gelu_tanh(matmul(..))` in one pass.
     /// Only the AVX-512 panel kernels fuse it; other paths apply the separate op afterwards.
     gelu: bool,
+    /// The output holds a residual stream that each result is added to, in place: `out = round(out
+    /// + result)` with `round` (`add_assign` after the product, in one pass). Only the tile and
+    /// AVX-512 panel epilogues ([`many_row_products`]) take it.
+    residual: bool,
 }
 
 impl Epilogue<'_> {
     #[inline(always)]
     fn apply(&self, col: usize, v: f32) -> f32 {
         debug_assert!(!self.gelu, "scalar epilogues do not fuse GELU");
+        debug_assert!(!self.residual, "scalar epilogues add residuals in `add_to`");
         let v = match self.bias {
             Some(b) => v + b[col],
             None => v,
@@ -802,6 +843,17 @@ impl Epilogue<'_> {
             round_bf16(v)
         } else {
             v
+        }
+    }
+
+    /// `old + v` rounded as the outputs are: the residual add after [`Epilogue::apply`].
+    #[inline(always)]
+    fn add_to(&self, old: f32, v: f32) -> f32 {
+        let s = old + v;
+        if self.round {
+            round_bf16(s)
+        } else {
+            s
         }
     }
 }
@@ -831,6 +883,8 @@ impl<T> SendPtr<T> {
 pub(super) trait OutElem: Copy + Send + Sync + 'static {
     /// `v` (already through the epilogue) as this element.
     fn from_f32(v: f32) -> Self;
+    /// The value held (a residual the epilogue adds to).
+    fn to_f32(self) -> f32;
 }
 
 impl OutElem for f32 {
@@ -838,12 +892,20 @@ impl OutElem for f32 {
     fn from_f32(v: f32) -> Self {
         v
     }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
 }
 
 impl OutElem for u16 {
     #[inline(always)]
     fn from_f32(v: f32) -> Self {
         (round_bf16(v).to_bits() >> 16) as u16
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        crate::numeric::bf16_to_f32(self)
     }
 }
 
@@ -1071,8 +1133,8 @@ mod x86 {
             let panels = n.div_ceil(NR);
             let k2 = k.div_ceil(2);
             let (mut pf, mut ph) = (Vec::new(), Vec::new());
+            // Each panel is zeroed (its padding) by the task that fills it.
             if bf16 {
-                ph = vec![0u16; panels * k2 * NR * 2];
                 // Scratch per thread: one row widened to f32, and a panel's rows as bf16 bits.
                 type Scratch = (Vec<f32>, Vec<u16>);
                 let fill = |(row, bits): &mut Scratch, (p, panel): (usize, &mut [u16])| {
@@ -1115,21 +1177,14 @@ mod x86 {
                     };
                     transpose_pairs(src, ld, nr, k, panel);
                 };
-                if parallel {
-                    pool::chunks_mut(
-                        &mut ph,
-                        k2 * NR * 2,
-                        || (vec![0f32; k], Vec::new()),
-                        |r, p, c| fill(r, (p, c)),
-                    );
-                } else {
-                    let mut scratch = (vec![0f32; k], Vec::new());
-                    ph.chunks_mut(k2 * NR * 2)
-                        .enumerate()
-                        .for_each(|x| fill(&mut scratch, x));
-                }
+                ph = pool::filled(
+                    panels * k2 * NR * 2,
+                    k2 * NR * 2,
+                    parallel,
+                    || (vec![0f32; k], Vec::new()),
+                    |r, p, c| fill(r, (p, c)),
+                );
             } else {
-                pf = vec![0f32; panels * k * NR];
                 let fill = |row: &mut Vec<f32>, (p, panel): (usize, &mut [f32])| {
                     let nr = NR.min(n - p * NR);
                     if let Some((data, s)) = transposed(&b) {
@@ -1146,14 +1201,13 @@ mod x86 {
                         }
                     }
                 };
-                if parallel {
-                    pool::chunks_mut(&mut pf, k * NR, || vec![0f32; k], |r, p, c| fill(r, (p, c)));
-                } else {
-                    let mut row = vec![0f32; k];
-                    pf.chunks_mut(k * NR)
-                        .enumerate()
-                        .for_each(|x| fill(&mut row, x));
-                }
+                pf = pool::filled(
+                    panels * k * NR,
+                    k * NR,
+                    parallel,
+                    || vec![0f32; k],
+                    |r, p, c| fill(r, (p, c)),
+                );
             }
             PackedB { bf16, n, k, pf, ph }
         }
@@ -1608,8 +1662,10 @@ mod x86 {
 
     /// [`store_rows`] of bf16 results of a rounded product without GELU: VCVTNE2PS2BF16 rounds
     /// (to nearest even, as `round_bf16_ps`) and packs a row's 32 columns in one instruction. It
-    /// reads f32 denormals as zero where `round_bf16_ps` rounds them, so a row holding one goes
-    /// through [`store`] instead: the same bits either way.
+    /// reads f32 denormals as zero where `round_bf16_ps` rounds them, so a row holding one (in the
+    /// product, or in its sum with the residual) goes through [`store`] instead: the same bits
+    /// either way. A residual is read, added to the rounded product (widened back: exact) and the
+    /// sum rounded the same way.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16,fma")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn store_rows_bf16(
@@ -1645,7 +1701,7 @@ mod x86 {
                 _mm512_mask_test_epi32_mask(_mm512_testn_epi32_mask(u, exponent), u, magnitude)
             };
             let dst = out.add(i * ldc);
-            if denormal(lo) | denormal(hi) != 0 {
+            let fallback = || {
                 store::<1, u16>(
                     &[[lo, hi]],
                     dst,
@@ -1653,10 +1709,32 @@ mod x86 {
                     nr,
                     0,
                     &Epilogue { bias: None, ..*epi },
-                );
+                )
+            };
+            if denormal(lo) | denormal(hi) != 0 {
+                fallback();
                 continue;
             }
-            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            let mut packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            if epi.residual {
+                let old = _mm512_maskz_loadu_epi16(live, dst as *const i16);
+                let widen = |h: __m256i| {
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+                };
+                let slo = _mm512_add_ps(
+                    widen(_mm512_castsi512_si256(old)),
+                    widen(_mm512_castsi512_si256(packed)),
+                );
+                let shi = _mm512_add_ps(
+                    widen(_mm512_extracti64x4_epi64::<1>(old)),
+                    widen(_mm512_extracti64x4_epi64::<1>(packed)),
+                );
+                if denormal(slo) | denormal(shi) != 0 {
+                    fallback();
+                    continue;
+                }
+                packed = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(shi, slo));
+            }
             _mm512_mask_storeu_epi16(dst as *mut i16, live, packed);
         }
     }
@@ -1700,9 +1778,41 @@ mod x86 {
                         None => gelu_ps(v),
                     };
                 }
-                put(c.add(i * ldc + 16 * h), masks[h], v);
+                let p = c.add(i * ldc + 16 * h);
+                if epi.residual {
+                    // `old + v`, the order of the residual add.
+                    v = _mm512_add_ps(get(p, masks[h]), v);
+                    if epi.round {
+                        v = round_bf16_ps(v);
+                    }
+                }
+                put(p, masks[h], v);
             }
         }
+    }
+
+    /// The live lanes at `p` as f32 (bf16 widened: exact), the others zero.
+    #[inline(always)]
+    unsafe fn get<O: OutElem>(p: *const O, m: __mmask16) -> __m512 {
+        if std::mem::size_of::<O>() == 4 {
+            return _mm512_maskz_loadu_ps(m, p as *const f32);
+        }
+        let h = if m == 0xffff {
+            _mm256_loadu_si256(p as *const __m256i)
+        } else {
+            // A partial panel: a masked 16-bit load needs AVX-512BW, which the AVX-512F kernels
+            // do not assume.
+            let mut lanes = [0u16; 16];
+            for (j, l) in lanes
+                .iter_mut()
+                .enumerate()
+                .filter(|(j, _)| m >> j & 1 == 1)
+            {
+                *l = *(p as *const u16).add(j);
+            }
+            _mm256_loadu_si256(lanes.as_ptr() as *const __m256i)
+        };
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
     }
 
     /// Stores the live lanes of `v` as `O` (bf16: the top halves, exact on rounded values).

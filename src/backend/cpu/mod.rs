@@ -328,31 +328,17 @@ impl CpuBackend {
     /// size, spread over the pool when there are many rows (row-wise ops: the result does not depend
     /// on the split).
     fn map_rows<E: Elem>(&self, x: &[E], cols: usize, f: impl Fn(&[E], &mut [E]) + Sync) -> Vec<E> {
-        let mut out = Vec::with_capacity(x.len());
-        // Each piece of the output is set to zero by the task that then writes it (in parallel,
-        // on lines it is about to overwrite), not by one thread up front.
-        let run = |x: &[E], o: &mut [std::mem::MaybeUninit<E>]| {
-            o.fill(std::mem::MaybeUninit::new(E::default()));
-            // SAFETY: every element was initialised just now.
-            f(x, unsafe { &mut *(o as *mut [_] as *mut [E]) })
-        };
-        let spare = &mut out.spare_capacity_mut()[..x.len()];
-        if cols == 0 || x.len() <= SEQUENTIAL_ROWS * cols {
-            run(x, spare);
-        } else {
-            let chunk = cols * ROWS_PER_TASK;
-            self.pool.install(|| {
-                pool::chunks_mut(
-                    spare,
-                    chunk,
-                    || (),
-                    |_, t, o| run(&x[t * chunk..][..o.len()], o),
-                )
-            });
-        }
-        // SAFETY: the pieces cover the whole length and each was initialised by `run`.
-        unsafe { out.set_len(x.len()) };
-        out
+        let few = cols == 0 || x.len() <= SEQUENTIAL_ROWS * cols;
+        let chunk = if few { x.len() } else { cols * ROWS_PER_TASK };
+        self.pool.install(|| {
+            pool::filled(
+                x.len(),
+                chunk,
+                !few,
+                || (),
+                |_, t, o| f(&x[t * chunk..][..o.len()], o),
+            )
+        })
     }
 
     /// A tensor of f32 results (already rounded to the activation dtype), stored in 16 bits in bf16
@@ -625,6 +611,42 @@ impl Backend for CpuBackend {
             matmul::matmul_gelu(Self::amat(&x), x.rows, w, bias.as_deref(), self.bf16())
         });
         Ok(self.tensor(out, x.rows, w.rows))
+    }
+
+    fn matmul_add(
+        &self,
+        acc: &mut CpuTensor,
+        x: &CpuTensor,
+        w: &CpuWeight,
+        bias: Option<&CpuWeight>,
+    ) -> Result<()> {
+        check_matmul("matmul_add", x, w, bias)?;
+        check(
+            (acc.rows, acc.cols) == (x.rows, w.rows),
+            "matmul_add",
+            || {
+                format!(
+                    "[{}, {}] += [{}, {}]·[{}, {}]ᵀ",
+                    acc.rows, acc.cols, x.rows, x.cols, w.rows, w.cols
+                )
+            },
+        )?;
+        if self.bf16() {
+            // bf16 mode: the product's epilogue adds it to the residual stream in place.
+            self.adopt(acc);
+            let b = bias.map(CpuWeight::to_vec);
+            let x = self.own(x);
+            if let ActData::Bf16(a) = &mut acc.data {
+                let fused = self.pool.install(|| {
+                    matmul::matmul_add_bf16(Self::amat(&x), x.rows, w, b.as_deref(), a)
+                });
+                if fused {
+                    return Ok(());
+                }
+            }
+        }
+        let y = self.matmul(x, w, bias)?;
+        self.add_assign(acc, &y)
     }
 
     fn matmul_multi(

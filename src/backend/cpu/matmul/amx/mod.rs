@@ -514,7 +514,11 @@ fn run<T: Tiles, O: OutElem>(
     let out_ptr = SendPtr(out.as_mut_ptr() as *mut O);
     let vector = fuses_epilogue();
     // f32 results with nothing to add or round: the accumulators are the results.
-    let plain = std::mem::size_of::<O>() == 4 && epi.bias.is_none() && !epi.round && !epi.gelu;
+    let plain = std::mem::size_of::<O>() == 4
+        && epi.bias.is_none()
+        && !epi.round
+        && !epi.gelu
+        && !epi.residual;
     let task = |t: usize| {
         let (bi, bp) = (t / p_blocks, t % p_blocks);
         let (m0, m1) = (bi * mb, ((bi + 1) * mb).min(m));
@@ -645,9 +649,18 @@ unsafe fn epilogue<O: OutElem>(
         return super::x86::store_rows(c, NP, rows, dst, ldc, nr, n0, epi);
     }
     let _ = vector;
+    let scalar = Epilogue {
+        residual: false,
+        ..*epi
+    };
     for i in 0..rows {
         for j in 0..nr {
-            *dst.add(i * ldc + j) = O::from_f32(epi.apply(n0 + j, c[i * NP + j]));
+            let p = dst.add(i * ldc + j);
+            let mut v = scalar.apply(n0 + j, c[i * NP + j]);
+            if epi.residual {
+                v = epi.add_to((*p).to_f32(), v);
+            }
+            *p = O::from_f32(v);
         }
     }
 }
