@@ -77,7 +77,7 @@ fn bf16_groups<'a, E: Elem>(
     n: usize,
     group: impl Fn(&[u16], &mut [u16]),
 ) -> (&'a [E], &'a mut [E]) {
-    if super::matmul::has_avx512() && n > 0 {
+    if has_avx512_vl() && n > 0 {
         if let (Some(xb), Some(ob)) = (E::as_bf16(x), E::as_bf16_mut(out)) {
             let size = simd::NORM_LANES * n;
             let wide = x.len() / size * size;
@@ -120,7 +120,7 @@ pub fn layer_norm_rows<E: Elem>(
             }
         }
     }
-    // SAFETY (of the call): the group has 16 whole rows; AVX-512F and BW are checked.
+    // SAFETY (of the call): the group has 16 whole rows; AVX-512F, BW and VL are checked.
     #[cfg(target_arch = "x86_64")]
     let (x, out) = bf16_groups(x, out, w.len(), |xg, og| unsafe {
         simd::layer_norm_bf16(xg, w, b, eps, og)
@@ -148,7 +148,7 @@ pub fn rms_norm_rows<E: Elem>(x: &[E], w: &[f32], eps: f32, round: ActDtype, out
             }
         }
     }
-    // SAFETY (of the call): the group has 16 whole rows; AVX-512F and BW are checked.
+    // SAFETY (of the call): the group has 16 whole rows; AVX-512F, BW and VL are checked.
     #[cfg(target_arch = "x86_64")]
     let (x, out) = bf16_groups(x, out, w.len(), |xg, og| unsafe {
         simd::rms_norm_bf16(xg, w, eps, og)
@@ -169,11 +169,13 @@ pub fn add_assign<E: Elem>(x: &mut [E], y: &[E], round: ActDtype) {
     }
 }
 
-/// Whether the AVX-512 kernels run (see [`super::matmul::has_avx512`]) on a CPU with AVX-512VL, which
-/// the 16-bit loads and stores of the bf16 row passes need.
+/// Whether the AVX-512 kernels run (see [`super::matmul::has_avx512`]) on a CPU with AVX-512BW and
+/// VL, which the masked 16-bit loads and stores of the bf16 row passes need.
 #[cfg(target_arch = "x86_64")]
 fn has_avx512_vl() -> bool {
-    super::matmul::has_avx512() && is_x86_feature_detected!("avx512vl")
+    super::matmul::has_avx512()
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
 }
 
 /// `x += y` on bf16 bit patterns, rounded to bf16: [`add_assign`] on 16 lanes at a time where the
@@ -973,7 +975,9 @@ pub mod simd {
 
     /// [`super::layer_norm_rows`] of 16 bf16 rows (`x.len()` = 16·`w.len()`), to the bit: the
     /// same f64 sums in the same order per row, the same f32 affine pass.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    // VL: the masked 16-bit stores of `store_bf16` are 256-bit forms; without it they compiled
+    // to a call (and a VZEROUPPER) per sixteen values.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub unsafe fn layer_norm_bf16(x: &[u16], w: &[f32], b: &[f32], eps: f32, out: &mut [u16]) {
         let n = w.len();
         assert!(x.len() == NORM_LANES * n && out.len() == x.len() && b.len() == n);
@@ -999,7 +1003,7 @@ pub mod simd {
     }
 
     /// [`super::rms_norm_rows`] of 16 bf16 rows (`x.len()` = 16·`w.len()`), to the bit.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub unsafe fn rms_norm_bf16(x: &[u16], w: &[f32], eps: f32, out: &mut [u16]) {
         let n = w.len();
         assert!(x.len() == NORM_LANES * n && out.len() == x.len());
