@@ -139,7 +139,7 @@ pub fn narrow(src: &[f32]) -> Vec<u16> {
 pub fn narrow_into(src: &[f32], dst: &mut [u16]) {
     #[cfg(target_arch = "x86_64")]
     if super::matmul::has_avx512() {
-        // SAFETY: the CPU has AVX-512F and BW (has_avx512 implies both on every CPU that runs it).
+        // SAFETY: the CPU has AVX-512F and BW (`has_avx512` checks both).
         return unsafe { super::matmul::to_bf16_slice(src, dst) };
     }
     for (d, &s) in dst.iter_mut().zip(src) {

@@ -34,7 +34,7 @@ pub enum Isa {
     Amx,
     /// AVX-512F with the BF16 dot-product extension.
     Avx512Bf16,
-    /// AVX-512F with FMA, 16 lanes.
+    /// AVX-512F, BW and VL with FMA, 16 lanes.
     Avx512,
     /// AVX2 with FMA, 8 lanes.
     Avx2,
@@ -88,7 +88,13 @@ pub fn available_isas() -> Vec<Isa> {
         if amx::hw::available() {
             v.push(Isa::Amx);
         }
-        let avx512 = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma");
+        // BW and VL with F: the bf16 row passes load and store 16-bit lanes under masks and in
+        // 256-bit forms. Every CPU with AVX-512 BF16 or AMX has both; only the Xeon Phi lacks
+        // them, and it runs the AVX2 kernels.
+        let avx512 = is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("fma");
         if avx512 && is_x86_feature_detected!("avx512bf16") {
             v.push(Isa::Avx512Bf16);
         }
