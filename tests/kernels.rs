@@ -322,6 +322,29 @@ fn fused_gelu_matmul_equals_matmul_then_gelu() {
     }
 }
 
+/// Products the bf16-out tests run: rows read in place (K a multiple of 32) and packed, ragged M
+/// (the last rows copied) and N (partial panels), and a few rows (the matrix-vector path).
+const BF16_OUT_SHAPES: &[(usize, usize, usize)] = &[
+    (37, 64, 70),
+    (48, 96, 33),
+    (130, 48, 40),
+    (5, 32, 16),
+    (3, 64, 8),
+];
+
+/// A random bf16 weight of `n × k` loaded by a bf16-mode backend, with its checkpoint.
+fn bf16_mode_weight(
+    dir: &tempfile::TempDir,
+    n: usize,
+    k: usize,
+    rng: &mut Rng,
+) -> (CpuWeight, Checkpoint) {
+    let (_, _, ck) = weight(dir, n, k, Dtype::BF16, rng);
+    let b16 = CpuBackend::new(ActDtype::Bf16, Some(2)).unwrap();
+    let w = b16.load_weight(ck.get("w").unwrap(), n).unwrap();
+    (w, ck)
+}
+
 #[test]
 fn bf16_rows_in_and_out_give_the_bits_of_the_f32_path() {
     // bf16 mode hands the tile kernel (or the AVX-512 panel kernels) its activations as stored and
@@ -333,18 +356,9 @@ fn bf16_rows_in_and_out_give_the_bits_of_the_f32_path() {
     let mut rng = Rng(2024);
     let tiles = best_isa().is_amx();
     let runs = tiles || matches!(best_isa(), Isa::Avx512Bf16 | Isa::Avx512);
-    for &(m, k, n) in &[
-        (37, 64, 70),
-        (48, 96, 33),
-        (130, 48, 40),
-        (5, 32, 16),
-        (3, 64, 8),
-    ] {
-        let (_, _, ck) = weight(&dir, n, k, Dtype::BF16, &mut rng);
-        let b16 = CpuBackend::new(ActDtype::Bf16, Some(2)).unwrap();
-        let w = b16.load_weight(ck.get("w").unwrap(), n).unwrap();
-        let (_, _, ck2) = weight(&dir, n + 13, k, Dtype::BF16, &mut rng);
-        let w2 = b16.load_weight(ck2.get("w").unwrap(), n + 13).unwrap();
+    for &(m, k, n) in BF16_OUT_SHAPES {
+        let (w, _ck) = bf16_mode_weight(&dir, n, k, &mut rng);
+        let (w2, _ck2) = bf16_mode_weight(&dir, n + 13, k, &mut rng);
         let bias = rng.vec(n);
         // f32 denormals in the bias: the zero first row of A gives them as results, which the
         // epilogue's one-instruction bf16 conversion would read as zero.
@@ -423,16 +437,8 @@ fn residual_epilogue_gives_the_bits_of_the_product_then_the_add() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(77);
     let runs = best_isa().is_amx() || matches!(best_isa(), Isa::Avx512Bf16 | Isa::Avx512);
-    for &(m, k, n) in &[
-        (37, 64, 70),
-        (48, 96, 33),
-        (130, 48, 40),
-        (5, 32, 16),
-        (3, 64, 8),
-    ] {
-        let (_, _, ck) = weight(&dir, n, k, Dtype::BF16, &mut rng);
-        let b16 = CpuBackend::new(ActDtype::Bf16, Some(2)).unwrap();
-        let w = b16.load_weight(ck.get("w").unwrap(), n).unwrap();
+    for &(m, k, n) in BF16_OUT_SHAPES {
+        let (w, ck) = bf16_mode_weight(&dir, n, k, &mut rng);
         let bias = rng.vec(n);
         // Tiny normal biases: the zero first row of A gives them as products, and the residual
         // cancels three quarters of each, so the sums are f32 denormals (which the one-instruction
