@@ -1566,7 +1566,7 @@ mod x86 {
         }
     }
 
-    #[target_feature(enable = "avx512f,fma")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel_f32<const R: usize, O: OutElem>(
         k: usize,
@@ -1601,7 +1601,7 @@ mod x86 {
         store(&acc, c, ldc, nr, n0, epi);
     }
 
-    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel_bf16<const R: usize, O: OutElem>(
         k2: usize,
@@ -1647,7 +1647,7 @@ mod x86 {
 
     /// Writes `rows` rows of 32 accumulated columns (`c`, row stride `ldb`) through the epilogue:
     /// the tile kernel's stores, with the same vector code as the register kernels.
-    #[target_feature(enable = "avx512f,fma")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn store_rows<O: OutElem>(
         c: &[f32],
@@ -1672,7 +1672,7 @@ mod x86 {
     /// product, or in its sum with the residual) goes through [`store`] instead: the same bits
     /// either way. A residual is read, added to the rounded product (widened back: exact) and the
     /// sum rounded the same way.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16,fma")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,fma")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn store_rows_bf16(
         c: &[f32],
@@ -1803,21 +1803,7 @@ mod x86 {
         if std::mem::size_of::<O>() == 4 {
             return _mm512_maskz_loadu_ps(m, p as *const f32);
         }
-        let h = if m == 0xffff {
-            _mm256_loadu_si256(p as *const __m256i)
-        } else {
-            // A partial panel: a masked 16-bit load needs AVX-512BW, which the AVX-512F kernels
-            // do not assume.
-            let mut lanes = [0u16; 16];
-            for (j, l) in lanes
-                .iter_mut()
-                .enumerate()
-                .filter(|(j, _)| m >> j & 1 == 1)
-            {
-                *l = *(p as *const u16).add(j);
-            }
-            _mm256_loadu_si256(lanes.as_ptr() as *const __m256i)
-        };
+        let h = _mm256_maskz_loadu_epi16(m, p as *const i16);
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
     }
 

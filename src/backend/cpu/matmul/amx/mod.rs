@@ -62,7 +62,11 @@ const CHUNK_STEPS: usize = 8;
 pub fn fuses_epilogue() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma")
+        // The AVX-512 kernels' features (`available_isas`): the epilogue is theirs.
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
